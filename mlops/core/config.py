@@ -1,0 +1,287 @@
+"""The platform's one configuration: a YAML file plus ``MLOPS_*`` environment overrides.
+
+``MLOPS_CONFIG`` names the file (default ``configs/bank_marketing.yaml``); ``MLOPS_ROOT`` the folder
+relative paths are resolved against (default: the repository holding this package). Any key can be
+overridden as ``MLOPS_<SECTION>__<KEY>`` (double underscore between levels); values are parsed as YAML
+scalars, so ``MLOPS_TRAINING__SEARCH__MAX_TRIALS=5`` is an integer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = Path("configs/bank_marketing.yaml")
+ENV_PREFIX = "MLOPS_"
+# Environment variables with the prefix that are not configuration keys.
+RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT"}
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Strict):
+    work_dir: Path = Path(".mlops")
+    data_dir: Path = Path("data")
+
+
+class Stores(Strict):
+    tracking_uri: str = "sqlite:///.mlops/mlflow.db"
+    artifact_location: str = ".mlops/mlartifacts"
+    experiment: str = "default"
+    monitoring_db: str = "sqlite:///.mlops/monitoring.db"
+
+
+class Source(Strict):
+    path: Path | None = None
+    url: str | None = None
+    separator: str = ","
+
+
+class ExcludedColumn(Strict):
+    reason: str
+    post_outcome: bool = False
+
+
+class Split(Strict):
+    strategy: Literal["column", "random"] = "random"
+    column: str | None = None
+    reference: list[str] = Field(default_factory=list)
+    # column strategy: batch name -> values of `column`; random strategy: batch name -> share of rows
+    batches: dict[str, list[str] | float] = Field(default_factory=dict)
+    validation_size: float = Field(0.2, gt=0, lt=1)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> Split:
+        if self.validation_size + self.test_size >= 1:
+            raise ValueError("validation_size + test_size must be below 1")
+        if self.strategy == "column":
+            if not self.column or not self.reference:
+                raise ValueError("strategy 'column' needs `column` and `reference` values")
+            for name, values in self.batches.items():
+                if not isinstance(values, list):
+                    raise ValueError(f"batch {name!r}: strategy 'column' takes a list of values")
+        else:
+            for name, share in self.batches.items():
+                if not isinstance(share, float) or not 0 < share < 1:
+                    raise ValueError(f"batch {name!r}: strategy 'random' takes a share between 0 and 1")
+            if sum(float(s) for s in self.batches.values()) >= 1:  # type: ignore[arg-type]
+                raise ValueError("the random batches' shares must leave rows for the reference")
+        return self
+
+
+class Leakage(Strict):
+    max_single_feature_auc: float = Field(0.75, gt=0.5, le=1.0)
+
+
+class Dataset(Strict):
+    name: str
+    source: Source
+    target: str
+    positive_label: str
+    labels: list[str]
+    numerical: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    # numerical columns that may be empty (categorical ones always may: empty is its own category)
+    nullable_numerical: list[str] = Field(default_factory=list)
+    excluded: dict[str, ExcludedColumn] = Field(default_factory=dict)
+    split: Split = Field(default_factory=Split)
+    leakage: Leakage = Field(default_factory=Leakage)
+
+    @field_validator("positive_label", mode="before")
+    @classmethod
+    def _label_as_text(cls, value: Any) -> str:
+        return str(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value: Any) -> list[str]:
+        return [str(v) for v in value]
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> Dataset:
+        if self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+        if len(self.labels) != 2:
+            raise ValueError(f"labels must name exactly two classes, got {self.labels}")
+        if not self.features:
+            raise ValueError("no features: list `numerical` and/or `categorical` columns")
+        seen: dict[str, str] = {}
+        for group, cols in (
+            ("numerical", self.numerical),
+            ("categorical", self.categorical),
+            ("excluded", list(self.excluded)),
+            ("target", [self.target]),
+        ):
+            for col in cols:
+                if col in seen:
+                    raise ValueError(f"column {col!r} is listed both as {seen[col]} and as {group}")
+                seen[col] = group
+        unknown = set(self.nullable_numerical) - set(self.numerical)
+        if unknown:
+            raise ValueError(f"nullable_numerical names non-numerical columns: {sorted(unknown)}")
+        if self.split.strategy == "column" and self.split.column not in seen:
+            raise ValueError(f"split column {self.split.column!r} is not a column of the dataset")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numerical, *self.categorical]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the raw file must have."""
+        return [*self.features, *self.excluded, self.target]
+
+
+class Search(Strict):
+    time_budget_seconds: float = Field(60, gt=0)
+    max_trials: int = Field(40, ge=1)
+
+
+class Threshold(Strict):
+    strategy: Literal["f1", "cost"] = "f1"
+    false_positive_cost: float = Field(1.0, ge=0)
+    false_negative_cost: float = Field(5.0, ge=0)
+
+
+FAMILIES = ("logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting")
+
+
+class Training(Strict):
+    model_name: str
+    families: list[Literal["logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting"]] = (
+        Field(default_factory=lambda: list(FAMILIES))
+    )
+    selection_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    search: Search = Field(default_factory=Search)
+    threshold: Threshold = Field(default_factory=Threshold)
+    lift_fraction: float = Field(0.10, gt=0, le=1)
+    seed: int = 42
+    n_jobs: int = Field(2, ge=1)
+
+
+class Settings(Strict):
+    project: str
+    paths: Paths = Field(default_factory=Paths)
+    stores: Stores = Field(default_factory=Stores)
+    dataset: Dataset
+    training: Training
+    root: Path = PACKAGE_ROOT
+    source_file: Path | None = None
+
+    def resolve(self, path: Path | str) -> Path:
+        """An absolute path: relative ones are taken from the project root."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def work_dir(self) -> Path:
+        return self.resolve(self.paths.work_dir)
+
+    @property
+    def prepared_dir(self) -> Path:
+        """Where the prepare pipeline writes the splits, batches and reports of this dataset."""
+        return self.work_dir / "datasets" / self.dataset.name
+
+    @property
+    def tracking_uri(self) -> str:
+        return resolve_store_url(self.stores.tracking_uri, self.root)
+
+    @property
+    def monitoring_db(self) -> str:
+        return resolve_store_url(self.stores.monitoring_db, self.root)
+
+    @property
+    def artifact_location(self) -> str:
+        loc = self.stores.artifact_location
+        return loc if "://" in loc else self.resolve(loc).as_uri()
+
+
+def resolve_store_url(url: str, root: Path) -> str:
+    """Make a relative ``sqlite:///`` URL absolute against the project root; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(root / url[len(prefix) :])
+    return url
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """``MLOPS_A__B=v`` -> ``{"a": {"b": v}}`` with ``v`` parsed as a YAML scalar."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, keys, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    root = Path(env.get("MLOPS_ROOT", PACKAGE_ROOT))
+    chosen = Path(path or env.get("MLOPS_CONFIG") or DEFAULT_CONFIG).expanduser()
+    return chosen if chosen.is_absolute() else root / chosen
+
+
+def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the configuration file, apply environment overrides, validate, and return the settings."""
+    env = dict(os.environ if environ is None else environ)
+    file = config_path(path, env)
+    if not file.is_file():
+        raise ConfigError(f"configuration file not found: {file} (set MLOPS_CONFIG to a YAML file)")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    merged = _merge(raw, env_overrides(env))
+    merged["root"] = Path(env.get("MLOPS_ROOT", PACKAGE_ROOT)).resolve()
+    merged["source_file"] = file
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{file}: {problems}") from exc

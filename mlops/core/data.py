@@ -1,0 +1,213 @@
+"""The data stage: find or download the raw file, split it, persist and reload the prepared data.
+
+Prepared data layout under ``settings.prepared_dir``::
+
+    train.parquet, validation.parquet, test.parquet   stratified split of the reference
+    batches/<name>.parquet                             monitoring batches (labeled)
+    data_report.json, leakage_report.json              what prepare found
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from sklearn.model_selection import train_test_split
+
+from mlops.core.config import Settings
+from mlops.core.validation import read_validated
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataSourceError(FileNotFoundError):
+    """The raw file is nowhere to be found and cannot be downloaded; the message says where to put it."""
+
+
+def candidate_paths(settings: Settings) -> list[Path]:
+    """Where the data step looks for the raw file, in order."""
+    source = settings.dataset.source
+    found: list[Path] = []
+    if source.path is not None:
+        found.append(settings.resolve(source.path))
+        found.append(settings.resolve(settings.paths.data_dir) / Path(source.path).name)
+    elif source.url:
+        found.append(settings.resolve(settings.paths.data_dir) / _file_name(settings))
+    return list(dict.fromkeys(found))
+
+
+def _file_name(settings: Settings) -> str:
+    source = settings.dataset.source
+    if source.path is not None:
+        return Path(source.path).name
+    return f"{settings.dataset.name}.csv"
+
+
+def download(url: str, dest: Path, timeout: float = 30.0) -> Path:
+    """Stream ``url`` to ``dest`` with a progress bar; write atomically (a partial file never remains)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(dest.suffix + ".part")
+    with requests.get(url, stream=True, timeout=timeout) as response:
+        response.raise_for_status()
+        total = int(response.headers.get("content-length") or 0) or None
+        columns = (TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn())
+        with Progress(*columns) as progress, partial.open("wb") as fh:
+            task = progress.add_task(dest.name, total=total)
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                fh.write(chunk)
+                progress.advance(task, len(chunk))
+    partial.replace(dest)
+    return dest
+
+
+def resolve_source(settings: Settings, allow_download: bool = True) -> Path:
+    """The raw file: the configured path, else ``<data_dir>/<file>``, else downloaded from the URL."""
+    candidates = candidate_paths(settings)
+    for path in candidates:
+        if path.is_file():
+            return path
+    url = settings.dataset.source.url
+    target = settings.resolve(settings.paths.data_dir) / _file_name(settings)
+    where = ", ".join(str(p) for p in candidates) or str(target)
+    if url and allow_download:
+        try:
+            return download(url, target)
+        except requests.RequestException as exc:
+            raise DataSourceError(
+                f"could not download {url} ({exc.__class__.__name__}: {exc}). "
+                f"Download it yourself and put it at {target} (looked in: {where}), "
+                "or set MLOPS_DATASET__SOURCE__PATH to its location."
+            ) from exc
+    hint = f" or let the data step download it from {url}" if url else ""
+    raise DataSourceError(
+        f"no data file for dataset {settings.dataset.name!r}: looked in {where}. "
+        f"Put the file at {target}{hint}, or set MLOPS_DATASET__SOURCE__PATH to its location."
+    )
+
+
+def load_raw(settings: Settings, allow_download: bool = True) -> pd.DataFrame:
+    """Find (or download) and validate the raw file."""
+    return read_validated(resolve_source(settings, allow_download), settings.dataset)
+
+
+def labels(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """The target as 0/1 (1 for the positive label)."""
+    target = frame[settings.dataset.target].astype(str)
+    return (target == settings.dataset.positive_label).to_numpy(dtype=np.int64)
+
+
+@dataclass
+class SplitResult:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    batches: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.train, "validation": self.validation, "test": self.test, **{
+            f"batch:{name}": frame for name, frame in self.batches.items()}}
+
+
+def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
+    """Reference vs. monitoring batches (by column values or at random), then a stratified split."""
+    spec = settings.dataset.split
+    frame = frame.reset_index(drop=True)
+    batches: dict[str, pd.DataFrame] = {}
+    if spec.strategy == "column":
+        assert spec.column is not None
+        values = frame[spec.column].astype(str)
+        reference = frame[values.isin(spec.reference)]
+        for name, batch_values in spec.batches.items():
+            batches[name] = frame[values.isin([str(v) for v in batch_values])]  # type: ignore[union-attr]
+    else:
+        rng = np.random.default_rng(spec.seed)
+        order = rng.permutation(len(frame))
+        start = 0
+        for name, share in spec.batches.items():
+            size = int(round(float(share) * len(frame)))  # type: ignore[arg-type]
+            batches[name] = frame.iloc[np.sort(order[start : start + size])]
+            start += size
+        reference = frame.iloc[np.sort(order[start:])]
+    if reference.empty:
+        raise ValueError(f"the reference is empty: no rows have {spec.column} in {spec.reference}")
+    y = labels(reference, settings)
+    holdout = spec.validation_size + spec.test_size
+    train, rest = train_test_split(reference, test_size=holdout, stratify=y, random_state=spec.seed)
+    validation, test = train_test_split(
+        rest, test_size=spec.test_size / holdout, stratify=labels(rest, settings), random_state=spec.seed
+    )
+    return SplitResult(train=train, validation=validation, test=test, batches=batches)
+
+
+def column_report(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
+    y = labels(frame, settings)
+    return {
+        "rows": len(frame),
+        "positive_rate": round(float(y.mean()), 6) if len(y) else None,
+        "missing_share": {c: round(float(frame[c].isna().mean()), 6) for c in frame.columns},
+    }
+
+
+def data_report(parts: SplitResult, settings: Settings) -> dict[str, Any]:
+    """Rows, positive rate and missing share per column, for every split and batch."""
+    return {
+        "dataset": settings.dataset.name,
+        "target": settings.dataset.target,
+        "positive_label": settings.dataset.positive_label,
+        "parts": {name: column_report(frame, settings) for name, frame in parts.frames().items()},
+    }
+
+
+def persist(parts: SplitResult, reports: dict[str, dict[str, Any]], settings: Settings) -> Path:
+    """Write every split and batch as Parquet, plus the reports as JSON; return the folder."""
+    out = settings.prepared_dir
+    (out / "batches").mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        getattr(parts, name).to_parquet(out / f"{name}.parquet", index=False)
+    for stale in (out / "batches").glob("*.parquet"):
+        if stale.stem not in parts.batches:
+            stale.unlink()
+    for name, batch in parts.batches.items():
+        batch.to_parquet(out / "batches" / f"{name}.parquet", index=False)
+    for name, report in reports.items():
+        (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def load_split(settings: Settings, name: str) -> pd.DataFrame:
+    path = settings.prepared_dir / f"{name}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the prepare pipeline first")
+    return pd.read_parquet(path)
+
+
+def load_batch(settings: Settings, name: str) -> pd.DataFrame:
+    path = settings.prepared_dir / "batches" / f"{name}.parquet"
+    if not path.is_file():
+        known = sorted(p.stem for p in (settings.prepared_dir / "batches").glob("*.parquet"))
+        raise FileNotFoundError(f"no batch {name!r} in {path.parent} (known: {known or 'none'})")
+    return pd.read_parquet(path)
+
+
+def batch_names(settings: Settings) -> list[str]:
+    return list(settings.dataset.split.batches)
+
+
+def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Only the model's input columns, in configured order."""
+    return frame[settings.dataset.features]

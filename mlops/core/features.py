@@ -1,0 +1,64 @@
+"""Preprocessing: one sklearn ColumnTransformer per model family, fitted inside the model Pipeline.
+
+Missing categories are a category of their own (``__missing__``); missing numbers, where the dataset
+allows them, take the training median. Records from JSON (``None``) are normalised to NaN first so that
+the imputers treat them exactly as the training data's empty cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlops.core.config import Dataset
+
+MISSING_CATEGORY = "__missing__"
+# Linear models need scaled numbers; tree ensembles are invariant to scaling.
+SCALED_FAMILIES = {"logistic_regression"}
+
+
+def preprocessor(dataset: Dataset, family: str) -> ColumnTransformer:
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if family in SCALED_FAMILIES:
+        numeric_steps.append(("scale", StandardScaler()))
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    return ColumnTransformer(
+        [("num", Pipeline(numeric_steps), dataset.numerical), ("cat", categorical, dataset.categorical)],
+        remainder="drop",
+        verbose_feature_names_out=True,
+    )
+
+
+def normalise(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """The model's input frame: configured columns in order, numbers as float64, missing as NaN."""
+    out = pd.DataFrame(index=frame.index)
+    for col in dataset.numerical:
+        out[col] = pd.to_numeric(frame[col]).astype("float64")
+    for col in dataset.categorical:
+        values = frame[col].astype(object)
+        out[col] = values.where(values.notna(), np.nan)
+    return out
+
+
+def frame_from_records(records: Iterable[Mapping[str, Any]], dataset: Dataset) -> pd.DataFrame:
+    """Build the model's input frame from dict records (JSON ``null`` becomes NaN, never ``None``)."""
+    rows = list(records)
+    data = {col: [row.get(col) for row in rows] for col in dataset.features}
+    return normalise(pd.DataFrame(data), dataset)
+
+
+def output_feature_names(pipeline: Pipeline) -> list[str]:
+    """Names of the columns the model sees, e.g. ``cat__job_admin.``."""
+    return [str(n) for n in pipeline[:-1].get_feature_names_out()]

@@ -1,0 +1,126 @@
+"""MLflow tracking and model registry: one place that knows the store URLs, aliases and version tags.
+
+The model artifact is one fitted sklearn Pipeline (preprocessing + model), logged with its signature and
+an input example, registered under ``training.model_name`` and addressed by alias
+(``models:/<name>@champion``); registry stages are deprecated and not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib.metadata import version as installed_version
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
+
+from mlops.core.config import Settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+
+# Types skops must be told to trust to load our pipelines (the rest of sklearn's are trusted by default).
+# We only ever load models this platform trained and logged itself.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+]
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured stores and make sure the experiment exists."""
+    uri = settings.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # Quiet the noisy-but-harmless alembic and git warnings on every local-store start.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = settings.stores.experiment
+    if client.get_experiment_by_name(name) is None:
+        # A local store keeps artifacts where the configuration says; a server decides for itself.
+        location = settings.artifact_location if is_local_store(uri) else None
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:  # not a lost race with another process
+                raise
+    mlflow.set_experiment(name)
+    return client
+
+
+def model_requirements() -> list[str]:
+    """What loading the pipeline needs, pinned to this environment (not the whole project's lock)."""
+    packages = ["mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "skops", "cloudpickle"]
+    return [f"{name}=={installed_version(name)}" for name in packages]
+
+
+def is_local_store(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def log_pipeline(
+    pipeline: Pipeline, example: pd.DataFrame, registered_name: str | None = None
+) -> mlflow.models.model.ModelInfo:
+    """Log the fitted pipeline (signature on probabilities, input example) to the active run."""
+    proba = pipeline.predict_proba(example)
+    signature = infer_signature(example, proba)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Hint: Inferred schema contains integer.*")
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=example.head(5),
+            pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            registered_model_name=registered_name,
+            pip_requirements=model_requirements(),
+        )
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    alias: str | None
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def register(
+    client: MlflowClient, model_uri: str, name: str, tags: dict[str, Any], alias: str | None = None
+) -> RegisteredModel:
+    """Register a logged model as a new version, tag it, and point ``alias`` at it."""
+    version: ModelVersion = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return RegisteredModel(name, str(version.version), alias, {k: str(v) for k, v in tags.items()})
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def load_pipeline(name: str, alias_or_version: str) -> Pipeline:
+    """Load the fitted pipeline by alias (``champion``) or version number."""
+    ref = f"models:/{name}/{alias_or_version}" if alias_or_version.isdigit() else f"models:/{name}@{alias_or_version}"
+    return mlflow.sklearn.load_model(ref)

@@ -1,0 +1,124 @@
+"""Validation of raw tabular files against the dataset's configuration, with pandera.
+
+The raw file is read as text so that nothing is coerced before it is checked: a non-numeric value in a
+numerical column, an unknown target label or a missing column is reported (column, reason, number of bad
+rows), never filled or dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from mlops.core.config import Dataset
+
+
+@dataclass(frozen=True)
+class Problem:
+    column: str
+    reason: str
+    rows: int | None = None  # bad rows; None for a problem of the whole column or file
+
+    def __str__(self) -> str:
+        if self.rows is None:
+            return f"{self.column}: {self.reason}"
+        return f"{self.column}: {self.reason} ({self.rows} bad row{'s' if self.rows != 1 else ''})"
+
+
+class DataValidationError(ValueError):
+    """The file breaks the dataset's schema; ``problems`` names each column, reason and bad-row count."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is not valid for this dataset:\n{lines}")
+
+
+def _is_number(series: pd.Series) -> pd.Series:
+    parsed = pd.to_numeric(series, errors="coerce")
+    return parsed.notna() & pd.Series(pd.notna(parsed) & (parsed.abs() != float("inf")), index=series.index)
+
+
+def raw_schema(dataset: Dataset) -> pa.DataFrameSchema:
+    """The schema of the raw file: every configured column, as text, with typed checks."""
+    columns: dict[str, pa.Column] = {}
+    for col in dataset.numerical:
+        columns[col] = pa.Column(
+            object,
+            checks=pa.Check(_is_number, element_wise=False, error="not a finite number", ignore_na=True),
+            nullable=col in dataset.nullable_numerical,
+        )
+    for col in dataset.categorical:
+        columns[col] = pa.Column(object, nullable=True)
+    for col in dataset.excluded:
+        columns[col] = pa.Column(object, nullable=True, required=True)
+    columns[dataset.target] = pa.Column(
+        object,
+        checks=pa.Check.isin(dataset.labels, error=f"label not in {dataset.labels}"),
+        nullable=False,
+    )
+    return pa.DataFrameSchema(columns, strict=True, ordered=False)
+
+
+def read_text_frame(path: Path, separator: str = ",") -> pd.DataFrame:
+    """Read a CSV with every cell as text (empty cells as missing); refuse what is not a CSV."""
+    source = str(path)
+    if not path.is_file():
+        raise DataValidationError(source, [Problem("(file)", "file not found")])
+    with path.open("rb") as fh:
+        head = fh.read(8192)
+    if not head.strip():
+        raise DataValidationError(source, [Problem("(file)", "the file is empty")])
+    if b"\x00" in head:
+        raise DataValidationError(source, [Problem("(file)", "binary content, not a CSV text file")])
+    try:
+        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(source, [Problem("(file)", f"not a readable CSV: {exc}")]) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError(source, [Problem("(file)", "the file is empty")]) from exc
+    if frame.empty:
+        raise DataValidationError(source, [Problem("(file)", "a header but no data rows")])
+    return frame
+
+
+def _problems_from(errors: SchemaErrors) -> list[Problem]:
+    cases = errors.failure_cases
+    problems: list[Problem] = []
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
+        column_name = str(column) if pd.notna(column) else "(columns)"
+        check_text = str(check)
+        if check_text == "column_in_schema":
+            for name in group["failure_case"]:
+                problems.append(Problem(str(name), "unexpected column (not in the dataset configuration)"))
+        elif check_text == "column_in_dataframe":
+            for name in group["failure_case"]:
+                problems.append(Problem(str(name), "required column is missing"))
+        elif check_text == "not_nullable":
+            problems.append(Problem(column_name, "missing values", int(group["index"].nunique())))
+        else:
+            problems.append(Problem(column_name, check_text, int(group["index"].nunique())))
+    return problems
+
+
+def validate_raw(frame: pd.DataFrame, dataset: Dataset, source: str = "data") -> pd.DataFrame:
+    """Check a text frame against the schema and return it typed (numbers as floats, text as objects)."""
+    try:
+        raw_schema(dataset).validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        raise DataValidationError(source, _problems_from(exc)) from None
+    typed = frame.copy()
+    for col in dataset.numerical:
+        typed[col] = pd.to_numeric(typed[col]).astype("float64")
+    return typed
+
+
+def read_validated(path: Path, dataset: Dataset) -> pd.DataFrame:
+    """Read and validate a raw file; raise ``DataValidationError`` naming every bad column."""
+    frame = read_text_frame(path, dataset.source.separator)
+    return validate_raw(frame, dataset, source=str(path))
