@@ -197,6 +197,11 @@ class Settings(Strict):
         return self.work_dir / "datasets" / self.dataset.name
 
     @property
+    def reports_dir(self) -> Path:
+        """Where pipelines leave their human-readable results (leaderboard, decisions)."""
+        return self.work_dir / "reports" / self.dataset.name
+
+    @property
     def tracking_uri(self) -> str:
         return resolve_store_url(self.stores.tracking_uri, self.root)
 

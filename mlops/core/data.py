@@ -9,8 +9,7 @@ Prepared data layout under ``settings.prepared_dir``::
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +114,8 @@ class SplitResult:
             f"batch:{name}": frame for name, frame in self.batches.items()}}
 
 
-def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
-    """Reference vs. monitoring batches (by column values or at random), then a stratified split."""
+def partition(frame: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The reference rows and the monitoring batches (by the split column's values, or at random)."""
     spec = settings.dataset.split
     frame = frame.reset_index(drop=True)
     batches: dict[str, pd.DataFrame] = {}
@@ -127,14 +126,20 @@ def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
         for name, batch_values in spec.batches.items():
             batches[name] = frame[values.isin([str(v) for v in batch_values])]  # type: ignore[union-attr]
     else:
-        rng = np.random.default_rng(spec.seed)
-        order = rng.permutation(len(frame))
+        order = np.random.default_rng(spec.seed).permutation(len(frame))
         start = 0
         for name, share in spec.batches.items():
             size = int(round(float(share) * len(frame)))  # type: ignore[arg-type]
             batches[name] = frame.iloc[np.sort(order[start : start + size])]
             start += size
         reference = frame.iloc[np.sort(order[start:])]
+    return reference, batches
+
+
+def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
+    """Reference vs. monitoring batches, then a stratified train/validation/test split of the reference."""
+    spec = settings.dataset.split
+    reference, batches = partition(frame, settings)
     if reference.empty:
         raise ValueError(f"the reference is empty: no rows have {spec.column} in {spec.reference}")
     y = labels(reference, settings)
@@ -165,8 +170,8 @@ def data_report(parts: SplitResult, settings: Settings) -> dict[str, Any]:
     }
 
 
-def persist(parts: SplitResult, reports: dict[str, dict[str, Any]], settings: Settings) -> Path:
-    """Write every split and batch as Parquet, plus the reports as JSON; return the folder."""
+def persist(parts: SplitResult, settings: Settings) -> Path:
+    """Write every split and batch as Parquet; return the folder."""
     out = settings.prepared_dir
     (out / "batches").mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
@@ -176,17 +181,12 @@ def persist(parts: SplitResult, reports: dict[str, dict[str, Any]], settings: Se
             stale.unlink()
     for name, batch in parts.batches.items():
         batch.to_parquet(out / "batches" / f"{name}.parquet", index=False)
-    for name, report in reports.items():
-        (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=_json_default))
     return out
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+def load_splits(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The prepared train, validation and test frames."""
+    return {name: load_split(settings, name) for name in SPLITS}
 
 
 def load_split(settings: Settings, name: str) -> pd.DataFrame:

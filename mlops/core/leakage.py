@@ -7,7 +7,7 @@ column that is still a model feature fails the check: it must be moved to ``data
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,10 @@ def check(reference: pd.DataFrame, settings: Settings) -> list[ColumnLeakage]:
             )
         )
     return sorted(results, key=lambda r: -r.single_feature_auc)
+
+
+def as_records(results: list[ColumnLeakage]) -> list[dict[str, object]]:
+    return [asdict(r) for r in results]
 
 
 def enforce(results: list[ColumnLeakage]) -> None:

@@ -1,0 +1,55 @@
+"""Console tables of what the pipelines produced: data report, leakage check, training leaderboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+
+def data_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"prepared data: {report['dataset']} (target {report['target']} = "
+                        f"{report['positive_label']!r})")
+    for col in ("part", "rows", "positive rate", "most missing column"):
+        table.add_column(col, justify="left" if col in ("part", "most missing column") else "right")
+    for name, part in report["parts"].items():
+        missing = max(part["missing_share"].items(), key=lambda kv: kv[1], default=("-", 0.0))
+        table.add_row(name, f"{part['rows']:,}", f"{part['positive_rate']:.3f}" if part["positive_rate"] is not None
+                      else "-", f"{missing[0]} ({missing[1]:.1%})")
+    return table
+
+
+def leakage_table(records: list[dict[str, Any]], bound: float) -> Table:
+    table = Table(title=f"leakage check (single-feature ROC-AUC on the reference, bound {bound})")
+    for col in ("column", "ROC-AUC", "flagged", "excluded", "reason"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["column"], f"{r['single_feature_auc']:.3f}", "yes" if r["flagged"] else "",
+                      "yes" if r["excluded"] else "", r["reason"])
+    return table
+
+
+def leaderboard_table(board: pd.DataFrame, metric: str) -> Table:
+    table = Table(title=f"model families, ranked by validation {metric}")
+    for col in ("model", "ROC-AUC", "PR-AUC", "lift@10%", "F1", "threshold", "chosen"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for row in board.to_dict("records"):
+        table.add_row(row["model"], f"{row['roc_auc']:.4f}", f"{row['pr_auc']:.4f}", f"{row['lift']:.2f}",
+                      f"{row['f1']:.4f}", f"{row['threshold']:.3f}", "yes" if row["chosen"] else "")
+    return table
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def show(*tables: Table) -> None:
+    console = Console()
+    for table in tables:
+        console.print(table)

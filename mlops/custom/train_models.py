@@ -1,0 +1,15 @@
+"""train: tune and log every configured model family; register the best as `challenger`."""
+
+import pandas as pd
+
+from mlops.core import config, data, training
+
+if "custom" not in globals():
+    from mage_ai.data_preparation.decorators import custom
+
+
+@custom
+def train_models(*args, **kwargs) -> pd.DataFrame:
+    settings = config.load(kwargs.get("config"))
+    result = training.train(settings, data.load_splits(settings))
+    return result.leaderboard.assign(registered_version=result.registered.version)

@@ -1,0 +1,13 @@
+"""prepare: find (or download) and validate the raw file named by the configuration."""
+
+import pandas as pd
+
+from mlops.core import config, data
+
+if "data_loader" not in globals():
+    from mage_ai.data_preparation.decorators import data_loader
+
+
+@data_loader
+def load_raw_dataset(*args, **kwargs) -> pd.DataFrame:
+    return data.load_raw(config.load(kwargs.get("config")))
