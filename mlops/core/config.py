@@ -77,7 +77,7 @@ class Split(Strict):
             for name, share in self.batches.items():
                 if not isinstance(share, float) or not 0 < share < 1:
                     raise ValueError(f"batch {name!r}: strategy 'random' takes a share between 0 and 1")
-            if sum(float(s) for s in self.batches.values()) >= 1:  # type: ignore[arg-type]
+            if sum(float(share) for share in self.batches.values() if isinstance(share, float)) >= 1:
                 raise ValueError("the random batches' shares must leave rows for the reference")
         return self
 
@@ -97,8 +97,8 @@ class Dataset(Strict):
     # numerical columns that may be empty (categorical ones always may: empty is its own category)
     nullable_numerical: list[str] = Field(default_factory=list)
     excluded: dict[str, ExcludedColumn] = Field(default_factory=dict)
-    split: Split = Field(default_factory=Split)
-    leakage: Leakage = Field(default_factory=Leakage)
+    split: Split = Split()
+    leakage: Leakage = Leakage()
 
     @field_validator("positive_label", mode="before")
     @classmethod
@@ -157,17 +157,16 @@ class Threshold(Strict):
     false_negative_cost: float = Field(5.0, ge=0)
 
 
-FAMILIES = ("logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting")
+Family = Literal["logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting"]
+FAMILIES: tuple[Family, ...] = ("logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting")
 
 
 class Training(Strict):
     model_name: str
-    families: list[Literal["logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting"]] = (
-        Field(default_factory=lambda: list(FAMILIES))
-    )
+    families: list[Family] = list(FAMILIES)
     selection_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
-    search: Search = Field(default_factory=Search)
-    threshold: Threshold = Field(default_factory=Threshold)
+    search: Search = Search()
+    threshold: Threshold = Threshold()
     lift_fraction: float = Field(0.10, gt=0, le=1)
     seed: int = 42
     n_jobs: int = Field(2, ge=1)
@@ -175,8 +174,8 @@ class Training(Strict):
 
 class Settings(Strict):
     project: str
-    paths: Paths = Field(default_factory=Paths)
-    stores: Stores = Field(default_factory=Stores)
+    paths: Paths = Paths()
+    stores: Stores = Stores()
     dataset: Dataset
     training: Training
     root: Path = PACKAGE_ROOT

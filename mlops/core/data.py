@@ -55,8 +55,7 @@ def download(url: str, dest: Path, timeout: float = 30.0) -> Path:
     with requests.get(url, stream=True, timeout=timeout) as response:
         response.raise_for_status()
         total = int(response.headers.get("content-length") or 0) or None
-        columns = (TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn())
+        columns = (TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
         with Progress(*columns) as progress, partial.open("wb") as fh:
             task = progress.add_task(dest.name, total=total)
             for chunk in response.iter_content(chunk_size=1 << 16):
@@ -110,8 +109,12 @@ class SplitResult:
     batches: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {"train": self.train, "validation": self.validation, "test": self.test, **{
-            f"batch:{name}": frame for name, frame in self.batches.items()}}
+        return {
+            "train": self.train,
+            "validation": self.validation,
+            "test": self.test,
+            **{f"batch:{name}": frame for name, frame in self.batches.items()},
+        }
 
 
 def partition(frame: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -129,7 +132,7 @@ def partition(frame: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, di
         order = np.random.default_rng(spec.seed).permutation(len(frame))
         start = 0
         for name, share in spec.batches.items():
-            size = int(round(float(share) * len(frame)))  # type: ignore[arg-type]
+            size = round(float(share) * len(frame))  # type: ignore[arg-type]
             batches[name] = frame.iloc[np.sort(order[start : start + size])]
             start += size
         reference = frame.iloc[np.sort(order[start:])]

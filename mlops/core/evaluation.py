@@ -25,12 +25,17 @@ from sklearn.metrics import (
 from mlops.core.config import Threshold
 
 
+def lift_key(fraction: float) -> str:
+    """Metric name of the lift at ``fraction``: ``lift_at_10`` for 0.1."""
+    return f"lift_at_{round(fraction * 100)}"
+
+
 def lift_at(y: np.ndarray, proba: np.ndarray, fraction: float) -> float:
     """Positive rate among the top ``fraction`` by score, divided by the overall positive rate."""
     base = float(np.mean(y))
     if base == 0:
         return float("nan")
-    top = max(1, int(round(len(y) * fraction)))
+    top = max(1, round(len(y) * fraction))
     order = np.argsort(-proba, kind="stable")[:top]
     return float(np.mean(y[order]) / base)
 
@@ -59,7 +64,7 @@ def metrics(y: np.ndarray, proba: np.ndarray, threshold: float, lift_fraction: f
     return {
         "roc_auc": float(roc_auc_score(y, proba)) if both_classes else float("nan"),
         "pr_auc": float(average_precision_score(y, proba)) if both_classes else float("nan"),
-        f"lift_at_{int(round(lift_fraction * 100))}": lift_at(y, proba, lift_fraction),
+        lift_key(lift_fraction): lift_at(y, proba, lift_fraction),
         "log_loss": float(log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
         "f1": float(f1_score(y, decision, zero_division=0)),
         "precision": float(precision_score(y, decision, zero_division=0)),

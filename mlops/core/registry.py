@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib.metadata import version as installed_version
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import version as installed_version
 from typing import Any
 
 import mlflow

@@ -12,14 +12,19 @@ from rich.table import Table
 
 
 def data_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"prepared data: {report['dataset']} (target {report['target']} = "
-                        f"{report['positive_label']!r})")
+    table = Table(
+        title=f"prepared data: {report['dataset']} (target {report['target']} = {report['positive_label']!r})"
+    )
     for col in ("part", "rows", "positive rate", "most missing column"):
         table.add_column(col, justify="left" if col in ("part", "most missing column") else "right")
     for name, part in report["parts"].items():
         missing = max(part["missing_share"].items(), key=lambda kv: kv[1], default=("-", 0.0))
-        table.add_row(name, f"{part['rows']:,}", f"{part['positive_rate']:.3f}" if part["positive_rate"] is not None
-                      else "-", f"{missing[0]} ({missing[1]:.1%})")
+        table.add_row(
+            name,
+            f"{part['rows']:,}",
+            f"{part['positive_rate']:.3f}" if part["positive_rate"] is not None else "-",
+            f"{missing[0]} ({missing[1]:.1%})",
+        )
     return table
 
 
@@ -28,8 +33,13 @@ def leakage_table(records: list[dict[str, Any]], bound: float) -> Table:
     for col in ("column", "ROC-AUC", "flagged", "excluded", "reason"):
         table.add_column(col)
     for r in records:
-        table.add_row(r["column"], f"{r['single_feature_auc']:.3f}", "yes" if r["flagged"] else "",
-                      "yes" if r["excluded"] else "", r["reason"])
+        table.add_row(
+            r["column"],
+            f"{r['single_feature_auc']:.3f}",
+            "yes" if r["flagged"] else "",
+            "yes" if r["excluded"] else "",
+            r["reason"],
+        )
     return table
 
 
@@ -38,8 +48,15 @@ def leaderboard_table(board: pd.DataFrame, metric: str) -> Table:
     for col in ("model", "ROC-AUC", "PR-AUC", "lift@10%", "F1", "threshold", "chosen"):
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for row in board.to_dict("records"):
-        table.add_row(row["model"], f"{row['roc_auc']:.4f}", f"{row['pr_auc']:.4f}", f"{row['lift']:.2f}",
-                      f"{row['f1']:.4f}", f"{row['threshold']:.3f}", "yes" if row["chosen"] else "")
+        table.add_row(
+            row["model"],
+            f"{row['roc_auc']:.4f}",
+            f"{row['pr_auc']:.4f}",
+            f"{row['lift']:.2f}",
+            f"{row['f1']:.4f}",
+            f"{row['threshold']:.3f}",
+            "yes" if row["chosen"] else "",
+        )
     return table
 
 

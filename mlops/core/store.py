@@ -24,7 +24,8 @@ _id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincreme
 _when = sa.DateTime(timezone=True)
 
 model_events = sa.Table(
-    "model_events", metadata,
+    "model_events",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
     sa.Column("occurred_at", _when, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("model_name", sa.String(200), nullable=False),
@@ -40,7 +41,8 @@ model_events = sa.Table(
 )
 
 predictions = sa.Table(
-    "predictions", metadata,
+    "predictions",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("record_index", sa.Integer, nullable=False, server_default="0"),
@@ -54,7 +56,8 @@ predictions = sa.Table(
 )
 
 evaluations = sa.Table(
-    "evaluations", metadata,
+    "evaluations",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
     sa.Column("evaluated_at", _when, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("model_name", sa.String(200), nullable=False),
@@ -70,7 +73,8 @@ evaluations = sa.Table(
 )
 
 monitor_runs = sa.Table(
-    "monitor_runs", metadata,
+    "monitor_runs",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
     sa.Column("computed_at", _when, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("batch", sa.String(200), nullable=False),
@@ -92,10 +96,10 @@ monitor_runs = sa.Table(
 )
 
 column_drift = sa.Table(
-    "column_drift", metadata,
+    "column_drift",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
-    sa.Column("monitor_run_id", _id, sa.ForeignKey(f"{SCHEMA}.monitor_runs.id", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column("monitor_run_id", _id, sa.ForeignKey(f"{SCHEMA}.monitor_runs.id", ondelete="CASCADE"), nullable=False),
     sa.Column("column_name", sa.String(200), nullable=False),
     sa.Column("method", sa.String(64), nullable=False),
     sa.Column("score", sa.Float),
@@ -104,7 +108,8 @@ column_drift = sa.Table(
 )
 
 alerts = sa.Table(
-    "alerts", metadata,
+    "alerts",
+    metadata,
     sa.Column("id", _id, primary_key=True, autoincrement=True),
     sa.Column("received_at", _when, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("alertname", sa.String(200)),

@@ -40,9 +40,7 @@ def estimator(family: str, params: dict[str, Any], settings: Settings) -> Any:
     if family == "random_forest":
         return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
     if family == "xgboost":
-        return XGBClassifier(
-            tree_method="hist", eval_metric="logloss", random_state=seed, n_jobs=n_jobs, **params
-        )
+        return XGBClassifier(tree_method="hist", eval_metric="logloss", random_state=seed, n_jobs=n_jobs, **params)
     if family == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(random_state=seed, **params)
     raise ValueError(f"unknown model family {family!r}")
@@ -51,7 +49,10 @@ def estimator(family: str, params: dict[str, Any], settings: Settings) -> Any:
 def build(family: str, params: dict[str, Any], settings: Settings) -> Pipeline:
     """One unfitted Pipeline: the family's preprocessing followed by its estimator."""
     return Pipeline(
-        [("preprocess", features.preprocessor(settings.dataset, family)), ("model", estimator(family, params, settings))]
+        [
+            ("preprocess", features.preprocessor(settings.dataset, family)),
+            ("model", estimator(family, params, settings)),
+        ]
     )
 
 
@@ -100,7 +101,11 @@ class Search:
 
 
 def tune(
-    family: str, X_train: pd.DataFrame, y_train: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
+    family: str,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_val: pd.DataFrame,
+    y_val: np.ndarray,
     settings: Settings,
 ) -> Search:
     """Optuna TPE search on the validation metric, stopped by ``max_trials`` or the time budget."""
@@ -177,9 +182,7 @@ def _leaderboard(candidates: list[Candidate], lift_key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def train_candidate(
-    family: str, frames: dict[str, pd.DataFrame], settings: Settings
-) -> Candidate:
+def train_candidate(family: str, frames: dict[str, pd.DataFrame], settings: Settings) -> Candidate:
     """Tune, refit, evaluate and log one family as a child run of the active run."""
     dataset = settings.dataset
     X = {k: features.normalise(v, dataset) for k, v in frames.items()}
@@ -193,8 +196,14 @@ def train_candidate(
         validation = evaluation.metrics(y["validation"], proba_val, threshold, lift)
         test = evaluation.metrics(y["test"], pipeline.predict_proba(X["test"])[:, 1], threshold, lift)
         mlflow.set_tags({"family": family, "dataset": dataset.name, "stage": "candidate"})
-        mlflow.log_params({"family": family, **search.params, "search_trials": search.trials,
-                           "search_seconds": round(search.seconds, 2)})
+        mlflow.log_params(
+            {
+                "family": family,
+                **search.params,
+                "search_trials": search.trials,
+                "search_seconds": round(search.seconds, 2),
+            }
+        )
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         imp = importance(pipeline)
@@ -202,8 +211,9 @@ def train_candidate(
             mlflow.log_figure(fig, path)
         mlflow.log_dict(imp, "feature_importance.json")
         info = registry.log_pipeline(pipeline, X["validation"].head(50))
-    return Candidate(family, search.params, pipeline, threshold, validation, test, run.info.run_id,
-                     info.model_uri, search)
+    return Candidate(
+        family, search.params, pipeline, threshold, validation, test, run.info.run_id, info.model_uri, search
+    )
 
 
 def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console | None = None) -> TrainingResult:
@@ -211,17 +221,27 @@ def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console 
     console = console or Console()
     client = registry.configure(settings)
     cfg = settings.training
-    lift_key = f"lift_at_{int(round(cfg.lift_fraction * 100))}"
+    lift_key = evaluation.lift_key(cfg.lift_fraction)
     candidates: list[Candidate] = []
     started = datetime.now(UTC)
     with mlflow.start_run(run_name=f"train-{started:%Y%m%d-%H%M%S}") as parent:
         mlflow.set_tags({"dataset": settings.dataset.name, "stage": "training"})
-        mlflow.log_params({"families": ",".join(cfg.families), "selection_metric": cfg.selection_metric,
-                           "time_budget_seconds": cfg.search.time_budget_seconds,
-                           "max_trials": cfg.search.max_trials, "features": ",".join(settings.dataset.features),
-                           "train_rows": len(frames["train"])})
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn())
+        mlflow.log_params(
+            {
+                "families": ",".join(cfg.families),
+                "selection_metric": cfg.selection_metric,
+                "time_budget_seconds": cfg.search.time_budget_seconds,
+                "max_trials": cfg.search.max_trials,
+                "features": ",".join(settings.dataset.features),
+                "train_rows": len(frames["train"]),
+            }
+        )
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("training model families", total=len(cfg.families))
             for family in cfg.families:

@@ -1,0 +1,3 @@
+from mlops.core.cli import main
+
+raise SystemExit(main())

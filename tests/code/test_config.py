@@ -1,0 +1,60 @@
+"""Configuration: YAML + MLOPS_* overrides, validation errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from mlops.core import config
+
+BASE = {"MLOPS_ROOT": str(config.PACKAGE_ROOT)}
+
+
+def test_default_configuration_loads_and_excludes_duration() -> None:
+    settings = config.load(environ=BASE)
+    assert settings.dataset.target == "y"
+    assert settings.dataset.positive_label == "yes"
+    assert "duration" not in settings.dataset.features
+    assert settings.dataset.excluded["duration"].post_outcome
+
+
+def test_environment_overrides_are_typed_and_nested() -> None:
+    env = {**BASE, "MLOPS_TRAINING__SEARCH__MAX_TRIALS": "7", "MLOPS_STORES__TRACKING_URI": "http://mlflow:5000"}
+    settings = config.load(environ=env)
+    assert settings.training.search.max_trials == 7
+    assert settings.tracking_uri == "http://mlflow:5000"
+
+
+def test_relative_sqlite_urls_resolve_against_the_root(tmp_path: Path) -> None:
+    settings = config.load(
+        environ={
+            **BASE,
+            "MLOPS_ROOT": str(tmp_path),
+            "MLOPS_CONFIG": str(config.PACKAGE_ROOT / "configs/bank_marketing.yaml"),
+        }
+    )
+    assert settings.tracking_uri == f"sqlite:///{tmp_path}/.mlops/mlflow.db"
+    assert settings.work_dir == tmp_path / ".mlops"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"MLOPS_DATASET__SPLIT__VALIDATION_SIZE": "1.5"}, "dataset.split.validation_size"),
+        ({"MLOPS_TRAINING__FAMILIES": "[svm]"}, "training.families"),
+        ({"MLOPS_DATASET__POSITIVE_LABEL": "maybe"}, "positive_label"),
+        ({"MLOPS_TRAINING__UNKNOWN_KEY": "1"}, "training.unknown_key"),
+    ],
+)
+def test_invalid_values_name_the_key(override: dict[str, str], named: str) -> None:
+    with pytest.raises(config.ConfigError, match=named.replace(".", r"\.")):
+        config.load(environ={**BASE, **override})
+
+
+def test_a_column_listed_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="'age' is listed both as numerical and as categorical"):
+        config.load(environ={**BASE, "MLOPS_DATASET__CATEGORICAL": "[age, job]"})
+
+
+def test_missing_file_says_which(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="configuration file not found"):
+        config.load(environ={**BASE, "MLOPS_CONFIG": str(tmp_path / "nope.yaml")})
