@@ -172,12 +172,53 @@ class Training(Strict):
     n_jobs: int = Field(2, ge=1)
 
 
+class Serving(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    url: str = "http://127.0.0.1:8080"  # where pipelines and the app reach the predictor
+    workers: int = Field(2, ge=1)
+    payload_dir: Path = Path("build/predictor")  # what deploy generates and the predictor runs from
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_batch_rows: int = Field(100_000, ge=1)
+    log_batch_size: int = Field(500, ge=1)  # prediction-log rows written per database round trip
+    log_flush_seconds: float = Field(1.0, gt=0)
+    spool_dir: Path = Path(".mlops/spool")  # where the prediction log waits while the database is down
+
+
+class Deploy(Strict):
+    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"  # compared on the same held-out test split
+    min_improvement: float = Field(0.0, ge=0)  # a candidate must beat the champion by more than this
+
+
+class Monitoring(Strict):
+    prediction_drift_threshold: float = Field(0.1, gt=0)  # the Grafana alert's threshold
+    alert_name: str = "prediction_drift"
+    reports_dir: Path = Path(".mlops/reports/evidently")
+
+
+class Orchestration(Strict):
+    mage_url: str = "http://127.0.0.1:6789"
+    retrain_schedule_id: int = Field(1, ge=1)  # pinned id of the retrain pipeline's API trigger
+
+
+class Secrets(Strict):
+    """Never in a file: set them from the environment (``MLOPS_SECRETS__RELOAD_TOKEN=...``)."""
+
+    reload_token: str | None = None  # the predictor's state-changing endpoints
+    retrain_token: str | None = None  # the retrain pipeline's API trigger
+
+
 class Settings(Strict):
     project: str
     paths: Paths = Paths()
     stores: Stores = Stores()
     dataset: Dataset
     training: Training
+    serving: Serving = Serving()
+    deploy: Deploy = Deploy()
+    monitoring: Monitoring = Monitoring()
+    orchestration: Orchestration = Orchestration()
+    secrets: Secrets = Secrets()
     root: Path = PACKAGE_ROOT
     source_file: Path | None = None
 
@@ -253,7 +294,7 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value and isinstance(value, dict) and isinstance(out.get(key), dict):  # an empty mapping clears
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

@@ -26,7 +26,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from mlops.core import evaluation, features, registry
+from mlops.core import evaluation, features, registry, schema
 from mlops.core.config import Settings
 from mlops.core.data import labels
 
@@ -210,6 +210,7 @@ def train_candidate(family: str, frames: dict[str, pd.DataFrame], settings: Sett
         for path, fig in evaluation.figures(y["validation"], proba_val, imp, family).items():
             mlflow.log_figure(fig, path)
         mlflow.log_dict(imp, "feature_importance.json")
+        mlflow.log_dict(schema.from_training(frames["train"], dataset).to_dict(), schema.ARTIFACT)
         info = registry.log_pipeline(pipeline, X["validation"].head(50))
     return Candidate(
         family, search.params, pipeline, threshold, validation, test, run.info.run_id, info.model_uri, search

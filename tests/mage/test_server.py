@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from mlops.core import services
 
@@ -37,8 +38,9 @@ def mage_server(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert os.path.exists(folder / "mage.log")
 
 
-def test_mage_server_lists_the_pipelines(mage_server: str) -> None:
-    status = requests.get(f"{mage_server}/api/status", timeout=30).json()
-    assert status["status"]["is_instance_manager"] is False or "status" in status
-    pipelines = requests.get(f"{mage_server}/api/pipelines", timeout=60).json()
-    assert {"prepare", "train"} <= {p["uuid"] for p in pipelines["pipelines"]}
+def test_mage_server_runs_the_project_with_its_scheduler(mage_server: str) -> None:
+    status = requests.get(f"{mage_server}/api/status", timeout=30).json()["statuses"][0]
+    assert Path(status["repo_path"]) == ROOT / "mlops"
+    assert status["scheduler_status"] == "running"
+    project = yaml.safe_load((ROOT / "mlops" / "metadata.yaml").read_text())
+    assert status["project_uuid"] == project["project_uuid"]

@@ -40,6 +40,8 @@ def test_every_family_is_a_child_run_with_metrics_and_plots(
             assert f"validation_{metric}" in run.data.metrics, (run.data.tags["family"], metric)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert artifacts == {"plots/roc.png", "plots/pr.png", "plots/calibration.png", "plots/feature_importance.png"}
+        root = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"feature_schema.json", "feature_importance.json"} <= root
     ranks = sorted(r.data.tags.get("challenger_rank", "") for r in children)
     assert ranks[-3:] == ["1", "2", "3"]
 
@@ -80,3 +82,16 @@ def test_unknown_categories_do_not_break_scoring(model_and_test) -> None:  # typ
     pipeline, test = model_and_test
     proba = pipeline.predict_proba(test.head(50).assign(job="astronaut"))[:, 1]
     assert pd.Series(proba).between(0, 1).all()
+
+
+def test_feature_schema_travels_with_the_run(client: MlflowClient, challenger) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    from mlops.core import schema
+
+    run_id = challenger.tags["candidate_run_id"]
+    loaded = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{schema.ARTIFACT}"))
+    assert "duration" not in loaded.features
+    assert loaded.categorical["job"].nullable and not loaded.categorical["marital"].nullable
+    assert "success" in loaded.categorical["poutcome"].categories
+    assert loaded.numerical["age"].integer and loaded.numerical["age"].minimum >= 18
