@@ -188,6 +188,8 @@ class Serving(Strict):
 class Deploy(Strict):
     metric: Literal["roc_auc", "pr_auc"] = "roc_auc"  # compared on the same held-out test split
     min_improvement: float = Field(0.0, ge=0)  # a candidate must beat the champion by more than this
+    # Natively, deploy starts the predictor when none answers at serving.url; compose runs its own.
+    start_predictor: bool = True
 
 
 class Monitoring(Strict):
