@@ -203,6 +203,18 @@ class Orchestration(Strict):
     retrain_schedule_id: int = Field(1, ge=1)  # pinned id of the retrain pipeline's API trigger
 
 
+class Stack(Strict):
+    """``python -m mlops up``: ports of the local services (the predictor's is serving.port, Mage's is in
+    orchestration.mage_url) and where the stores live."""
+
+    # auto: the system PostgreSQL binaries if usable, else an embedded server; sqlite: no server at all
+    database: Literal["auto", "postgres", "embedded", "sqlite"] = "auto"
+    postgres_port: int = Field(5433, ge=1, le=65535)  # beside, not on, a system server's 5432
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    streamlit_port: int = Field(8501, ge=1, le=65535)
+    grafana_port: int = Field(3000, ge=1, le=65535)
+
+
 class Secrets(Strict):
     """Never in a file: set them from the environment (``MLOPS_SECRETS__RELOAD_TOKEN=...``)."""
 
@@ -220,6 +232,7 @@ class Settings(Strict):
     deploy: Deploy = Deploy()
     monitoring: Monitoring = Monitoring()
     orchestration: Orchestration = Orchestration()
+    stack: Stack = Stack()
     secrets: Secrets = Secrets()
     root: Path = PACKAGE_ROOT
     source_file: Path | None = None
