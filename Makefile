@@ -19,9 +19,10 @@ endif
 
 setup: $(STAMP)  ## build .venv from uv.lock (a second run does nothing)
 
-$(STAMP): pyproject.toml uv.lock
+$(STAMP): pyproject.toml uv.lock tools/compose-lint/package-lock.json
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
+	npm ci --prefix tools/compose-lint --no-audit --no-fund  # dclint, for tests/stack
 	@touch $@
 
 demo: setup  ## data step, then the pipelines through Mage; prints the result
