@@ -196,6 +196,8 @@ class Monitoring(Strict):
     prediction_drift_threshold: float = Field(0.1, gt=0)  # the Grafana alert's threshold
     alert_name: str = "prediction_drift"
     reports_dir: Path = Path(".mlops/reports/evidently")
+    # Batches whose labels have arrived: retrain learns from them (None: every configured batch).
+    labeled_batches: list[str] | None = None
 
 
 class Orchestration(Strict):
