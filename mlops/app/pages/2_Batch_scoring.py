@@ -1,0 +1,61 @@
+"""Upload a CSV of clients, download it scored; rows the predictor rejects are listed with the reasons."""
+
+import io
+
+import pandas as pd
+import streamlit as st
+
+from mlops.app import ui
+from mlops.core.predictor_client import InvalidInput, PredictorError, score_batch
+
+settings = ui.setup("Batch scoring")
+client = ui.predictor(settings)
+
+with ui.section(stop=True):
+    served = client.model()
+st.caption(
+    f"Scored by **{served.name} v{served.version}** at threshold {served.threshold:.3f}. The CSV needs a header "
+    f"row with exactly these columns (an empty cell is a missing value): `{', '.join(served.schema.features)}`."
+)
+
+upload = st.file_uploader("CSV of clients", type=["csv"])
+if upload is None:
+    st.stop()
+
+data = upload.getvalue()
+key = (upload.name, len(data), served.version)
+if st.session_state.get("batch_key") != key:
+    with ui.section(stop=True), st.spinner("Scoring..."):
+        try:
+            st.session_state["batch"] = score_batch(client, data)
+        except InvalidInput as exc:
+            problems = "\n".join(f"- **{e.field}**: {e.reason}" for e in exc.errors)
+            st.error(f"The file cannot be scored: {str(exc).split(':')[0]}.\n{problems}")
+            st.stop()
+        except PredictorError as exc:
+            st.error(f"The file cannot be scored: {exc}")
+            st.stop()
+    st.session_state["batch_key"] = key
+result = st.session_state["batch"]
+
+a, b = st.columns(2)
+a.metric("Rows scored", f"{result.scored_rows:,}")
+b.metric("Rows rejected", f"{result.rejected_rows:,}")
+
+if result.scored_rows:
+    scored = pd.read_csv(io.BytesIO(result.scored_csv))
+    st.download_button(
+        "Download the scored CSV",
+        result.scored_csv,
+        file_name=upload.name.removesuffix(".csv") + "-scored.csv",
+        mime="text/csv",
+        type="primary",
+    )
+    st.markdown(f"{int(scored['decision'].astype(str).str.lower().eq('true').sum()):,} clients to call (preview):")
+    st.dataframe(scored.head(200), hide_index=True)
+
+if result.invalid:
+    st.subheader("Rejected rows")
+    invalid = pd.DataFrame([vars(i) for i in result.invalid])
+    st.dataframe(invalid, hide_index=True)
+    st.download_button("Download the rejected rows' reasons", invalid.to_csv(index=False), "rejected.csv", "text/csv")

@@ -1,0 +1,57 @@
+"""What every page shares: the settings, the predictor client, and saying which service is down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from mlops.core import config, insights
+from mlops.core.predictor_client import PredictorClient, PredictorUnavailable
+
+# A page should say "MLflow is down" in seconds, not after MLflow's default of 7 retries with back-off.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+UNAVAILABLE = (PredictorUnavailable, insights.ServiceUnavailable)
+
+
+def setup(title: str) -> config.Settings:
+    """Page config, title, and the settings (a bad configuration stops the page with its message)."""
+    st.set_page_config(page_title=f"{title} · MLOps", layout="wide")
+    st.title(title)
+    try:
+        return config.load()
+    except config.ConfigError as exc:
+        st.error(f"**The configuration is invalid.** {exc}")
+        st.stop()
+        raise  # unreachable: st.stop() ends the script run
+
+
+def predictor(settings: config.Settings) -> PredictorClient:
+    return PredictorClient(settings.serving.url)
+
+
+NAMES = {"predictor": "The predictor", insights.MLFLOW: "MLflow", insights.DATABASE: "The monitoring database"}
+
+
+@contextmanager
+def section(stop: bool = False, consequence: str | None = None) -> Iterator[None]:
+    """Run a part of a page; if a service it needs is down, say which one (an error, no traceback).
+
+    ``stop``: the page cannot go on without it, so it ends there. ``consequence``: the page can go on
+    without it; a warning says what is missing instead of an error.
+    """
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        message = f"**{NAMES.get(exc.service, exc.service)} is down.** {exc}"
+        if consequence is not None:
+            st.warning(f"{message} {consequence}")
+        else:
+            st.error(message)
+        if stop:
+            st.stop()
