@@ -1,0 +1,233 @@
+"""docker-compose.yml and the images, checked statically (no Docker engine runs here): the compose file against
+the current compose specification (dclint), every Dockerfile with hadolint, and cross-checks that what each
+service builds, mounts, runs and reads exists in the project and in .env.example."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops.core import cli, config, payload
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DCLINT = ROOT / "tools" / "compose-lint" / "node_modules" / ".bin" / "dclint"
+HADOLINT = Path(sys.executable).with_name("hadolint")
+REQUIREMENTS = ROOT / "images" / "requirements.txt"
+# Paths a service uses that the platform generates rather than git holds (and what generates them).
+GENERATED = {"build/predictor": "python -m mlops payload (mlops.core.payload.write_payload)"}
+VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def service_env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    return {k: str(v) for k, v in env.items()}
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR:?message} with the given values (placeholders for secrets)."""
+    return VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(3) if m.group(2) in (":-", "-") else ""), value)
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    assert DCLINT.is_file(), f"{DCLINT} missing: run `make setup` (npm ci --prefix tools/compose-lint)"
+    result = subprocess.run(
+        [str(DCLINT), str(COMPOSE), "--disable-rule", "no-unbound-port-interfaces"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problems" not in result.stdout, f"dclint warnings:\n{result.stdout}"
+
+
+def test_every_dockerfile_passes_hadolint() -> None:
+    dockerfiles = sorted(ROOT.glob("images/*/Dockerfile"))
+    assert {p.parent.name for p in dockerfiles} == {"mage", "mlflow", "streamlit"}
+    for dockerfile in dockerfiles:
+        result = subprocess.run(
+            [str(HADOLINT), "--no-color", "--failure-threshold", "error", str(dockerfile)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{dockerfile}:\n{result.stdout}{result.stderr}"
+
+
+def uv_command() -> list[str]:
+    found = shutil.which("uv")
+    return [found] if found else ["python3", "-m", "uv"]
+
+
+def pins(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_baked_requirements_match_uv_lock() -> None:
+    """images/requirements.txt is `uv export` of uv.lock: regenerate it when the lock changes (see its header)."""
+    command = [*uv_command(), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--no-annotate"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert pins(REQUIREMENTS.read_text()) == pins(result.stdout), (
+        "images/requirements.txt is out of date: run "
+        "`uv export --frozen --no-dev --no-hashes --no-emit-project --no-annotate -o images/requirements.txt`"
+    )
+
+
+def test_mlflow_image_pins_are_the_locked_versions() -> None:
+    locked = dict(line.split(" ;")[0].split("==") for line in pins(REQUIREMENTS.read_text()))
+    for line in pins((ROOT / "images" / "mlflow" / "requirements.txt").read_text()):
+        name, version = line.split("==")
+        assert locked.get(name) == version, f"images/mlflow/requirements.txt: {line}, uv.lock: {locked.get(name)}"
+
+
+def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "mlflow", "mage", "grafana", "predictor", "streamlit"}
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in services
+            assert rule == {"condition": "service_healthy"}, f"{name} -> {dependency}: {rule}"
+        for port in service.get("ports", []):
+            assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:${"), f"{name} publishes {port} beyond 127.0.0.1"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith("."):
+                assert source in compose["volumes"], f"{name} mounts undeclared volume {source}"
+    assert services["postgres"]["healthcheck"]["test"][1].startswith("pg_isready")
+
+
+def test_built_and_mounted_paths_exist(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = (ROOT / build["context"]).resolve()
+            relative = context.relative_to(ROOT).as_posix()
+            if relative in GENERATED:
+                continue  # checked against its generator in test_predictor_service_runs_the_generated_payload
+            dockerfile = context / build.get("dockerfile", "Dockerfile")
+            assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+            for source in copy_sources(dockerfile):
+                assert (context / source).exists(), f"{name}: {dockerfile} copies {source}, not in {context}"
+                if context == ROOT:
+                    assert_not_dockerignored(source)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                relative = Path(source).as_posix().removeprefix("./")
+                exists = relative in GENERATED or (ROOT / relative).exists()
+                assert exists, f"{name} mounts {source}, not in the project"
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    sources = []
+    text = dockerfile.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "COPY" and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def assert_not_dockerignored(source: str) -> None:
+    """.dockerignore lets through only the folders it re-includes (`*` then `!folder/`)."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    included = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    assert source.split("/")[0] in included, f"{source} is excluded from the build context by .dockerignore"
+
+
+def test_services_run_what_exists(compose: dict[str, Any]) -> None:
+    # Mage: the entrypoint's commands are subcommands of our CLI, and the project it starts is the Mage project
+    entrypoint = (ROOT / "images" / "mage" / "entrypoint.sh").read_text()
+    commands = re.findall(r"^python -m mlops ([a-z-]+)", entrypoint, flags=re.MULTILINE)
+    assert commands, "the Mage entrypoint bootstraps nothing"
+    known = set(cli.parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert set(commands) <= known, f"unknown CLI commands in the Mage entrypoint: {set(commands) - known}"
+    assert "exec mage start mlops" in entrypoint and (ROOT / "mlops" / "metadata.yaml").is_file()
+    assert (ROOT / "images" / "mage" / "entrypoint.sh").stat().st_mode & 0o111
+    assert "mlops-mage-entrypoint" in (ROOT / "images" / "mage" / "Dockerfile").read_text()
+    # Streamlit: the script it runs
+    cmd = (ROOT / "images" / "streamlit" / "Dockerfile").read_text()
+    script = re.search(r'"streamlit", "run", "([^"]+)"', cmd)
+    assert script and (ROOT / script.group(1)).is_file(), f"the Streamlit image runs {script}, which does not exist"
+    # PostgreSQL: the init script is executable and reads only variables the service is given
+    init = ROOT / "images" / "postgres" / "init" / "10-mlops-databases.sh"
+    assert init.stat().st_mode & 0o111
+    given = set(service_env(compose["services"]["postgres"]))
+    read = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", init.read_text()))
+    assert read <= given, f"the init script reads {read - given}, which compose does not pass"
+    # Grafana: the provisioning folders it mounts
+    for volume in compose["services"]["grafana"]["volumes"]:
+        if volume.startswith("./grafana"):
+            assert (ROOT / volume.split(":")[0]).is_dir()
+
+
+def test_predictor_service_runs_the_generated_payload(compose: dict[str, Any]) -> None:
+    """The predictor builds from the folder deploy writes, and mounts it where the image's configuration looks."""
+    settings = config.load()
+    predictor = compose["services"]["predictor"]
+    assert (ROOT / predictor["build"]["context"]).resolve() == payload.payload_dir(settings)
+    dockerfile = payload.DOCKERFILE
+    assert "WORKDIR /app" in dockerfile and "/app/.mlops" in dockerfile and "EXPOSE 8080" in dockerfile
+    env = service_env(predictor)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in predictor["volumes"]}
+    assert mounts[env["MLOPS_SERVING__PAYLOAD_DIR"]] == "./build/predictor"
+    assert "/app/.mlops" in mounts, "the prediction spool must survive a container restart"
+
+
+def test_every_variable_is_documented_and_no_secret_is_committed(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    used = {m.group(1) for m in VARIABLE.finditer(COMPOSE.read_text())}
+    assert used <= set(env_example), f"not in .env.example: {sorted(used - set(env_example))}"
+    assert set(env_example) <= used, f".env.example documents unused variables: {sorted(set(env_example) - used)}"
+    for match in VARIABLE.finditer(COMPOSE.read_text()):
+        name, operator, default = match.groups()
+        if SECRET_NAME.search(name):
+            assert operator == ":?", f"secret {name} must be required (${{{name}:?...}}), not defaulted"
+        elif operator in (":-", "-"):
+            assert env_example[name] == default, f"{name}: .env.example says {env_example[name]}, compose {default}"
+    for name, value in env_example.items():
+        if SECRET_NAME.search(name):
+            assert value == "", f".env.example gives secret {name} a value"
+    for name, service in compose["services"].items():
+        for key, value in service_env(service).items():
+            if SECRET_NAME.search(key):
+                assert VARIABLE.fullmatch(value), f"{name}.{key} is not taken from the environment"
+    assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_platform_services_get_a_valid_configuration(compose: dict[str, Any], env_example: dict[str, str]) -> None:
+    """Every MLOPS_* variable a service is given is a configuration key, and the stores point at the services."""
+    filled = {k: v or "placeholder" for k, v in env_example.items()}
+    for name in ("mage", "predictor", "streamlit"):
+        env = {k: interpolate(v, filled) for k, v in service_env(compose["services"][name]).items()}
+        settings = config.load(environ={**env, "MLOPS_ROOT": str(ROOT)})
+        assert settings.tracking_uri == "http://mlflow:5000"
+        assert settings.monitoring_db.startswith("postgresql+psycopg2://mlops:placeholder@postgres:5432/monitoring")
+        assert settings.secrets.reload_token == "placeholder" and settings.secrets.retrain_token == "placeholder"
+        assert settings.serving.url == "http://predictor:8080"
+    assert config.load(environ={"MLOPS_ROOT": str(ROOT)}).serving.port == 8080  # the port the compose predictor uses
