@@ -1,0 +1,187 @@
+"""The Mage server: database bootstrap with the retrain trigger pinned, the server process, the trigger URL.
+
+Grafana's contact point must know the retrain trigger's URL before Mage ever runs, but Mage numbers its
+``pipeline_schedule`` rows itself. So before ``mage start`` the bootstrap runs Mage's own migrations and
+inserts the retrain pipeline's API trigger with a fixed id (``orchestration.retrain_schedule_id``) and the
+token from the environment (``MLOPS_SECRETS__RETRAIN_TOKEN``), named as in
+``mlops/pipelines/retrain/triggers.yaml`` so Mage's trigger sync updates that row instead of adding one.
+The token never lives in git. Mage's database is chosen by ``MAGE_DATABASE_CONNECTION_URL`` (read once,
+when Mage is imported), so the bootstrap runs in a child process: ``python -m mlops.core.orchestration``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlops.core import services, store
+from mlops.core.config import Settings
+
+RETRAIN_PIPELINE = "retrain"
+RETRAIN_TRIGGER_NAME = "retrain on prediction drift alert"  # = `name` in pipelines/retrain/triggers.yaml
+DATABASE_ENV = "MAGE_DATABASE_CONNECTION_URL"
+
+
+class OrchestrationError(RuntimeError):
+    """Mage cannot be bootstrapped or reached as configured; the message says what to set."""
+
+
+def project_dir(settings: Settings) -> Path:
+    """The Mage project: the ``mlops`` package folder."""
+    return settings.root / "mlops"
+
+
+def retrain_token(settings: Settings) -> str:
+    token = settings.secrets.retrain_token
+    if not token:
+        raise OrchestrationError(
+            "MLOPS_SECRETS__RETRAIN_TOKEN is not set: the retrain trigger needs a secret token "
+            "(e.g. `export MLOPS_SECRETS__RETRAIN_TOKEN=$(openssl rand -hex 24)`)"
+        )
+    return token
+
+
+def retrain_trigger_url(settings: Settings, base_url: str | None = None) -> str:
+    """Where Grafana's webhook posts: the retrain pipeline's Mage API trigger, token included."""
+    base = (base_url or settings.orchestration.mage_url).rstrip("/")
+    schedule = settings.orchestration.retrain_schedule_id
+    return f"{base}/api/pipeline_schedules/{schedule}/pipeline_runs/{retrain_token(settings)}"
+
+
+def mage_env(settings: Settings, database_url: str | None = None) -> dict[str, str]:
+    """Environment of Mage processes: its database, its data dir, the platform's own settings."""
+    env = {"MAGE_DATA_DIR": os.environ.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data"))}
+    if database_url:
+        env[DATABASE_ENV] = store.normalise_url(database_url)
+    return env
+
+
+def bootstrap(settings: Settings, database_url: str, timeout: float = 300) -> None:
+    """Run Mage's migrations on ``database_url`` and pin the retrain trigger (idempotent)."""
+    retrain_token(settings)  # fail here, with the hint, rather than in the child
+    env = {**os.environ, **mage_env(settings, database_url)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops.core.orchestration", "bootstrap"],
+        cwd=settings.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise OrchestrationError(f"Mage bootstrap failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
+def _pin_retrain_trigger(settings: Settings) -> str:
+    """In the bootstrap child: Mage's migrations, then the retrain trigger row with its fixed id and token."""
+    from mage_ai.settings.repo import set_repo_path
+
+    set_repo_path(str(project_dir(settings)))
+    from mage_ai.data_preparation.models.triggers import ScheduleStatus, ScheduleType
+    from mage_ai.orchestration.db import db_connection
+    from mage_ai.orchestration.db.database_manager import database_manager
+    from mage_ai.orchestration.db.models.schedules import PipelineSchedule
+    from mage_ai.settings.repo import get_repo_path
+
+    database_manager.run_migrations()
+    db_connection.start_session()
+    session = db_connection.session
+    schedule_id = settings.orchestration.retrain_schedule_id
+    values = {
+        "name": RETRAIN_TRIGGER_NAME,
+        "pipeline_uuid": RETRAIN_PIPELINE,
+        "schedule_type": ScheduleType.API,
+        "status": ScheduleStatus.ACTIVE,
+        "token": retrain_token(settings),
+        "repo_path": get_repo_path(),
+    }
+    row = session.get(PipelineSchedule, schedule_id)
+    if row is not None and (row.pipeline_uuid, row.name) != (RETRAIN_PIPELINE, RETRAIN_TRIGGER_NAME):
+        raise OrchestrationError(
+            f"pipeline_schedule {schedule_id} belongs to {row.pipeline_uuid!r} ({row.name!r}), not the retrain "
+            "trigger: set MLOPS_ORCHESTRATION__RETRAIN_SCHEDULE_ID to a free id or use a fresh Mage database"
+        )
+    if row is None:
+        session.add(PipelineSchedule(id=schedule_id, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    session.commit()
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # An explicit id does not advance the sequence: move it past ours, or Mage's next trigger collides.
+        from sqlalchemy import text
+
+        session.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('pipeline_schedule', 'id'), "
+                "(SELECT max(id) FROM pipeline_schedule))"
+            )
+        )
+        session.commit()
+    return f"retrain trigger pinned: pipeline_schedule {schedule_id} ({RETRAIN_TRIGGER_NAME!r})"
+
+
+def mage_server(
+    settings: Settings, database_url: str, log_path: Path, scheduler_interval_seconds: int | None = None
+) -> services.ManagedProcess:
+    """``mage start mlops`` on the host and port of ``orchestration.mage_url``, on the given database."""
+    where = urlsplit(settings.orchestration.mage_url)
+    host, port = where.hostname or "127.0.0.1", where.port or 6789
+    env = mage_env(settings, database_url)
+    env["REQUIRE_USER_AUTHENTICATION"] = os.environ.get("REQUIRE_USER_AUTHENTICATION", "0")
+    if scheduler_interval_seconds is not None:
+        env["SCHEDULER_TRIGGER_INTERVAL"] = str(scheduler_interval_seconds)
+    command = [str(services.VENV_BIN / "mage"), "start", "mlops", "--host", host, "--port", str(port)]
+    return services.ManagedProcess("mage", command, log_path, env=env, cwd=settings.root)
+
+
+def pipeline_runner(block_kwargs: dict[str, Any], timeout: float = 3600) -> Callable[[str, dict[str, Any]], None]:
+    """How a block runs another pipeline: through the Mage server when it runs on one, else in-process.
+
+    On a server (the block has a ``pipeline_run_id``) the run is created through Mage's trigger API, so it
+    is scheduled, logged and visible like any other; headless (``mage run``) it executes synchronously.
+    Either way a failed run raises.
+    """
+    on_server = block_kwargs.get("pipeline_run_id") is not None
+
+    def run(name: str, variables: dict[str, Any]) -> None:
+        if on_server:
+            from mage_ai.orchestration.triggers.api import trigger_pipeline
+
+            trigger_pipeline(
+                name,
+                variables=variables,
+                check_status=True,
+                error_on_failure=True,
+                poll_interval=2,
+                poll_timeout=timeout,
+                verbose=False,
+            )
+        else:
+            from mage_ai.data_preparation.models.pipeline import Pipeline
+
+            Pipeline.get(name).execute_sync(global_vars=variables, update_status=False)
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    from mlops.core import config
+
+    if argv != ["bootstrap"]:
+        print("usage: python -m mlops.core.orchestration bootstrap", file=sys.stderr)
+        return 2
+    if not os.environ.get(DATABASE_ENV):
+        print(f"{DATABASE_ENV} is not set: which database should Mage use?", file=sys.stderr)
+        return 2
+    print(_pin_retrain_trigger(config.load()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,14 @@
+"""retrain: run the deploy pipeline on the common holdout; it promotes the new version only if it is better."""
+
+from mlops.core import config, orchestration, retrain
+
+if "data_exporter" not in globals():
+    from mage_ai.data_preparation.decorators import data_exporter
+
+
+@data_exporter
+def deploy_retrained(retrained: dict, *args, **kwargs) -> dict:
+    settings = config.load(kwargs.get("config"))
+    result = retrain.deploy_retrained(settings, retrained, orchestration.pipeline_runner(kwargs))
+    print(f"retrain outcome: {result.get('outcome') or result.get('reason')}")
+    return result
