@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core.predictor_client import InvalidInput, PredictorError
+from mlops.core.predictor_client import InvalidInput, Prediction, PredictorError
 
 MISSING = "(missing)"
 
@@ -45,35 +45,38 @@ with st.form("client"):
         record[name] = value
     submitted = st.form_submit_button("Score this client", type="primary")
 
-if submitted:
+# ?example=1 in the URL scores the form's defaults at once (a shareable demo link; the screenshots use it).
+if submitted or (st.query_params.get("example") and "result" not in st.session_state):
     st.session_state.pop("result", None)
     with ui.section(stop=True):
         try:
-            prediction = client.predict([record])
-        except InvalidInput as exc:
-            st.error(
-                "The predictor rejected the record:\n" + "\n".join(f"- **{e.field}**: {e.reason}" for e in exc.errors)
-            )
-            st.stop()
-        try:
+            # /explain scores the record too: one request, one logged prediction.
             explanation = client.explain(record)
-            explain_error = None
-        except PredictorError as exc:  # e.g. a model family without contributions
-            explanation, explain_error = None, str(exc)
-    st.session_state["result"] = (record, prediction, explanation, explain_error)
+            scored = Prediction(explanation.probability, explanation.decision)
+            version, explain_error = explanation.model_version, None
+        except InvalidInput as exc:
+            problems = "\n".join(f"- **{e.field}**: {e.reason}" for e in exc.errors)
+            st.error(f"The predictor rejected the record:\n{problems}")
+            st.stop()
+        except PredictorError as exc:
+            if exc.status != 409:  # 409: this model family has no per-feature contributions
+                st.error(str(exc))
+                st.stop()
+            answer = client.predict([record])
+            explanation, scored, version, explain_error = None, answer.predictions[0], answer.model_version, str(exc)
+    st.session_state["result"] = (record, scored, version, explanation, explain_error)
 
 if "result" in st.session_state:
-    record, prediction, explanation, explain_error = st.session_state["result"]
-    scored = prediction.predictions[0]
+    record, scored, version, explanation, explain_error = st.session_state["result"]
     a, b, c = st.columns(3)
     a.metric("Probability of subscribing", f"{scored.probability:.1%}")
     b.metric(
         "Decision",
         "call" if scored.decision else "do not call",
-        f"threshold {prediction.threshold:.3f}",
+        f"threshold {served.threshold:.3f}",
         delta_color="off",
     )
-    c.metric("Model version", f"v{prediction.model_version}")
+    c.metric("Model version", f"v{version}")
     if explanation is None:
         st.info(f"No explanation for this model: {explain_error}")
     else:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
+from mlops.core import campaign
 from mlops.core.predictor_client import InvalidInput, PredictorError, score_batch
 
 settings = ui.setup("Batch scoring")
@@ -18,12 +19,24 @@ st.caption(
     f"row with exactly these columns (an empty cell is a missing value): `{', '.join(served.schema.features)}`."
 )
 
+EXAMPLE_ROWS = 200
 upload = st.file_uploader("CSV of clients", type=["csv"])
-if upload is None:
+# ?example=1 in the URL presses the button (a shareable demo link; the screenshots use it).
+example = st.button(f"...or try {EXAMPLE_ROWS} clients of the latest labeled batch") or st.query_params.get("example")
+if upload is not None:
+    name, data = upload.name, upload.getvalue()
+elif example:
+    try:
+        labeled = campaign.latest_labeled(settings)
+    except FileNotFoundError as exc:
+        st.warning(str(exc))
+        st.stop()
+    name = f"{labeled.name.replace(':', '-')}-sample.csv"
+    data = labeled.frame[settings.dataset.features].head(EXAMPLE_ROWS).to_csv(index=False).encode()
+else:
     st.stop()
 
-data = upload.getvalue()
-key = (upload.name, len(data), served.version)
+key = (name, len(data), served.version)
 if st.session_state.get("batch_key") != key:
     with ui.section(stop=True), st.spinner("Scoring..."):
         try:
@@ -47,7 +60,7 @@ if result.scored_rows:
     st.download_button(
         "Download the scored CSV",
         result.scored_csv,
-        file_name=upload.name.removesuffix(".csv") + "-scored.csv",
+        file_name=name.removesuffix(".csv") + "-scored.csv",
         mime="text/csv",
         type="primary",
     )

@@ -1,0 +1,151 @@
+"""Every page of the app, run by Streamlit's AppTest against the real predictor, MLflow and monitoring DB."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mlops.core import campaign, insights
+from tests.app.conftest import AppPlatform, page
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.mage, pytest.mark.slow]
+
+
+def no_trouble(at: AppTest) -> None:
+    """The page ran to the end: no exception, no error, no warning."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert not at.warning, [w.value for w in at.warning]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart")]
+
+
+def test_home_shows_what_is_served_registered_and_recorded(app_env: AppPlatform) -> None:
+    at = page("home").run()
+    no_trouble(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Serving"] == f"{app_env.settings.training.model_name} v{app_env.served_version}"
+    assert metrics["Registered versions"] == "2"
+    assert int(metrics["Predictions logged"].replace(",", "")) >= 300
+
+
+def test_the_form_is_the_served_schema_and_scores_with_an_explanation(app_env: AppPlatform) -> None:
+    served = app_env.client.model()
+    at = page("test_form").run()
+    no_trouble(at)
+    numbers = {n.label: n for n in at.number_input}
+    choices = {s.label: s for s in at.selectbox}
+    assert set(numbers) == set(served.schema.numerical)
+    assert set(choices) == set(served.schema.categorical)
+    for name, spec in served.schema.numerical.items():
+        assert (numbers[name].min, numbers[name].max) == (spec.minimum, spec.maximum), name
+    for name, spec in served.schema.categorical.items():
+        assert list(choices[name].options) == spec.categories + (["(missing)"] if spec.nullable else []), name
+    nullable = next(name for name, spec in served.schema.categorical.items() if spec.nullable)
+
+    choices[nullable].set_value("(missing)")
+    numbers["age"].set_value(61)
+    at.button[0].click().run()
+    no_trouble(at)
+
+    record = {name: numbers[name].value for name in served.schema.numerical}
+    record |= {name: (None if s.value == "(missing)" else s.value) for name, s in choices.items()}
+    assert record["age"] == 61 and record[nullable] is None
+    expected = app_env.client.predict([record]).predictions[0]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Probability of subscribing"] == f"{expected.probability:.1%}"
+    assert metrics["Decision"] == ("call" if expected.decision else "do not call")
+    assert metrics["Model version"] == f"v{app_env.served_version}"
+    (chart,) = charts(at)
+    bars = chart["datasets"][next(iter(chart["datasets"]))]
+    assert 0 < len(bars) <= 10
+    assert any(bar["feature"].startswith("age = 61") for bar in bars) or len(bars) == 10
+
+
+def _batch_csv(platform: AppPlatform, rows: int = 40) -> tuple[bytes, int]:
+    """A CSV of real clients with two broken rows (an unknown category, a word for a number)."""
+    frame = campaign.latest_labeled(platform.settings).frame[platform.settings.dataset.features].head(rows)
+    frame = frame.astype(object)
+    frame.iloc[3, frame.columns.get_loc("job")] = "astronaut"
+    frame.iloc[7, frame.columns.get_loc("age")] = "forty"
+    return frame.to_csv(index=False).encode(), rows
+
+
+def test_batch_scoring_scores_the_valid_rows_and_lists_the_rejected_ones(app_env: AppPlatform) -> None:
+    data, rows = _batch_csv(app_env)
+    at = page("batch").run()
+    no_trouble(at)
+    at.file_uploader[0].upload("clients.csv", data, "text/csv").run()
+    no_trouble(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Rows scored": str(rows - 2), "Rows rejected": "2"}
+    result = at.session_state["batch"]
+    scored = pd.read_csv(io.BytesIO(result.scored_csv))
+    assert len(scored) == rows - 2 and {"probability", "decision"} <= set(scored.columns)
+    assert scored["probability"].between(0, 1).all()
+    invalid = {(i.line, i.field) for i in result.invalid}
+    assert invalid == {(5, "job"), (9, "age")}  # the header is line 1
+    assert any("astronaut" in i.reason for i in result.invalid)
+    assert len(at.dataframe) == 2  # the scored preview and the rejected rows
+
+
+def test_batch_scoring_says_what_is_wrong_with_the_file_as_a_whole(app_env: AppPlatform) -> None:
+    frame = campaign.latest_labeled(app_env.settings).frame[app_env.settings.dataset.features].head(5)
+    at = page("batch").run()
+    at.file_uploader[0].upload("clients.csv", frame.drop(columns=["balance"]).to_csv(index=False).encode()).run()
+    assert not at.exception
+    (error,) = at.error
+    assert "balance" in error.value and "required column is missing" in error.value
+
+
+def test_models_page_lists_versions_aliases_metrics_and_the_served_one(app_env: AppPlatform) -> None:
+    at = page("models").run()
+    no_trouble(at)
+    table = at.dataframe[0].value.set_index("version")
+    assert table.loc[app_env.served_version, "aliases"] == "champion"
+    assert table.loc[app_env.challenger_version, "aliases"] == "challenger"
+    assert table["serving"].tolist() == [v == app_env.served_version for v in table.index]
+    assert table.loc[app_env.served_version, "validation_roc_auc"] > 0.7
+    assert at.selectbox[0].value == app_env.served_version
+    assert len(at.get("imgs")) == 3  # ROC, precision-recall, calibration
+    (importance,) = charts(at)
+    bars = importance["datasets"][next(iter(importance["datasets"]))]
+    assert {b["feature"] for b in bars} == set(app_env.settings.dataset.features)
+
+
+def test_monitoring_page_shows_drift_predictions_and_model_events(app_env: AppPlatform) -> None:
+    at = page("monitoring").run()
+    no_trouble(at)
+    runs = at.dataframe[0].value
+    assert list(runs["batch"])[::-1] == list(app_env.settings.dataset.split.batches)
+    columns = at.dataframe[1].value
+    assert set(app_env.settings.dataset.features) <= set(columns["column_name"])
+    at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()
+    no_trouble(at)
+    assert len(charts(at)) == 4  # drift over time, per-column drift, volume, score distribution
+    events = at.dataframe[-1].value
+    assert "promoted" in set(events["action"])
+    assert any("No alert has fired" in i.value for i in at.info)
+
+
+def test_campaign_planner_compares_top_n_by_score_with_random_calls(app_env: AppPlatform) -> None:
+    at = page("campaign", timeout=120).run()
+    no_trouble(at)
+    at.slider[0].set_value(500).run()
+    no_trouble(at)
+    labeled = campaign.latest_labeled(app_env.settings)
+    pipeline = insights.load_model(app_env.settings, app_env.served_version)
+    y, proba = campaign.scored(pipeline, labeled, app_env.settings)
+    top = np.argsort(-proba, kind="stable")[:500]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Subscriptions, top N by score"] == f"{int(y[top].sum()):,}"
+    assert metrics["Subscriptions, N at random (expected)"] == f"{500 * y.mean():,.0f}"
+    assert float(metrics["Lift"].rstrip("x")) > 1.5
+    assert len(charts(at)) == 2  # gain and lift
