@@ -207,3 +207,26 @@ def describe(evaluation: AlertEvaluation) -> dict[str, Any]:
         "values": evaluation.values,
         "window": [evaluation.window[0].isoformat(), evaluation.window[1].isoformat()],
     }
+
+
+def notification(evaluation: AlertEvaluation, rule_uid: str = "prediction-drift") -> dict[str, Any]:
+    """The webhook body Grafana would send for this evaluation (used where no Grafana runs)."""
+    status = "firing" if evaluation.firing else "resolved"
+    started = evaluation.window[1].strftime("%Y-%m-%dT%H:%M:%SZ")
+    labels = {"alertname": evaluation.rule, "source": "alert-check"}
+    values = {k: v for k, v in evaluation.values.items() if v is not None}
+    return {
+        "receiver": "mage-retrain",
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": labels,
+                "startsAt": started,
+                "fingerprint": f"{rule_uid}-local",
+                "values": values,
+            }
+        ],
+        "groupKey": f'{{}}:{{alertname="{evaluation.rule}"}}',
+        "commonLabels": labels,
+    }

@@ -295,3 +295,20 @@ def latest_event(settings: Settings, version: str) -> dict[str, Any] | None:
     finally:
         eng.dispose()
     return dict(row._mapping) if row else None
+
+
+def quality_before_after(settings: Settings, before: str, after: str) -> list[dict[str, Any]]:
+    """ROC-AUC of two versions on every batch; labeled batches are scored on their held-out part only."""
+    from mlops.core import deploy  # local import: deploy pulls in the predictor's client
+
+    learned = set(labeled_batches(settings))
+    rows = []
+    for name in data.batch_names(settings):
+        part = f"{name}{HOLDOUT_SUFFIX}" if name in learned else name
+        path = settings.prepared_dir / "batches" / f"{part}.parquet"
+        if not path.is_file():
+            part = name
+        frame = data.load_batch(settings, part)
+        scores = {v: deploy.evaluate_version(settings, v, frame)["roc_auc"] for v in {before, after}}
+        rows.append({"batch": part, "rows": len(frame), "before": scores[before], "after": scores[after]})
+    return rows

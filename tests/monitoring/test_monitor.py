@@ -1,0 +1,159 @@
+"""The monitor pipeline's core on real data and a real PostgreSQL: rows, report, alert and panel SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mlops.core import alerting, config, data, monitoring, store
+
+from .conftest import load_provisioning
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow]
+
+
+def counts(settings: config.Settings) -> tuple[int, int]:
+    eng = store.engine(settings.monitoring_db)
+    try:
+        with eng.connect() as conn:
+            runs = conn.execute(sa.select(sa.func.count()).select_from(store.monitor_runs)).scalar_one()
+            columns = conn.execute(sa.select(sa.func.count()).select_from(store.column_drift)).scalar_one()
+    finally:
+        eng.dispose()
+    return int(runs), int(columns)
+
+
+def log_predictions(settings: config.Settings, frame: pd.DataFrame, version: str, when: datetime) -> None:
+    """Rows as the predictor's log writes them (inputs as JSON, probability, decision)."""
+    records = frame[settings.dataset.features].astype(object).where(frame[settings.dataset.features].notna(), None)
+    request = uuid.uuid4().hex
+    rows = [
+        {
+            "request_id": request,
+            "record_index": i,
+            "scored_at": when,
+            "model_name": settings.training.model_name,
+            "model_version": version,
+            "inputs": record,
+            "probability": 0.1 + 0.8 * (i % 10) / 10,
+            "decision": i % 10 > 5,
+        }
+        for i, record in enumerate(records.to_dict("records"))
+    ]
+    eng = store.engine(settings.monitoring_db)
+    try:
+        with eng.begin() as conn:
+            conn.execute(store.predictions.insert(), rows)
+    finally:
+        eng.dispose()
+
+
+def test_no_monitor_run_means_no_alert(fresh_settings: config.Settings) -> None:
+    evaluation = alerting.evaluate(fresh_settings)
+    assert evaluation.state == "Normal" and evaluation.values == {"A": None, "B": None}
+
+
+def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
+    champion: str, fresh_settings: config.Settings
+) -> None:
+    threshold = fresh_settings.monitoring.prediction_drift_threshold
+    held_out = monitoring.monitor(fresh_settings, batch="reference-test", frame=data.load_split(fresh_settings, "test"))
+    assert held_out.model_version == champion
+    assert held_out.prediction_drift < threshold and held_out.drifted_share < 0.5
+    quiet = alerting.evaluate(fresh_settings)
+    assert quiet.state == "Normal" and quiet.values["A"] == pytest.approx(held_out.prediction_drift)
+    assert quiet.values["B"] == pytest.approx(threshold)
+
+    fall = monitoring.monitor(fresh_settings, batch="fall")
+    assert fall.prediction_drift > threshold and fall.dataset_drift
+    assert 0 < fall.missing_share < 1 and fall.roc_auc is not None and 0.5 < fall.roc_auc < 1
+    assert fall.pr_auc is not None and fall.f1 is not None
+    firing = alerting.evaluate(fresh_settings)
+    assert firing.firing and firing.values["A"] == pytest.approx(fall.prediction_drift) and firing.values["C"] == 1.0
+
+    runs, columns = counts(fresh_settings)
+    per_run = len(fresh_settings.dataset.features) + 1  # every feature plus the prediction
+    assert (runs, columns) == (2, 2 * per_run)
+    report = Path(urlparse(fall.report_uri).path)
+    assert report.is_file() and report.stat().st_size > 10_000 and report.suffix == ".html"
+    stored = monitoring.runs(fresh_settings, limit=1)[0]
+    assert stored["batch"] == "fall" and stored["model_version"] == champion
+    assert stored["report_uri"] == fall.report_uri
+
+
+def test_a_window_of_the_prediction_log_is_monitored(champion: str, fresh_settings: config.Settings) -> None:
+    now = datetime.now(UTC)
+    log_predictions(fresh_settings, data.load_batch(fresh_settings, "fall").head(800), champion, now)
+    result = monitoring.monitor_from_variables(
+        fresh_settings,
+        {
+            "window_start": (now - timedelta(minutes=5)).isoformat(),
+            "window_end": (now + timedelta(minutes=1)).isoformat(),
+        },
+    )
+    assert result.batch == monitoring.WINDOW_BATCH and result.rows == 800
+    assert result.window_start is not None and result.roc_auc is None  # the log has no labels
+    with pytest.raises(monitoring.MonitorInputError, match="no predictions logged"):
+        monitoring.monitor(fresh_settings, window=(now - timedelta(days=30), now - timedelta(days=29)))
+
+
+def test_every_panel_and_alert_query_runs_on_the_filled_schema(fresh_settings: config.Settings) -> None:
+    """Runs after the monitor tests above: monitor runs, column drift and a prediction log exist."""
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    start = end - timedelta(days=7)
+    dashboard = load_provisioning("dashboards/model-monitoring.json")
+    queries = {
+        f"panel {panel['id']} ({panel['title']})": target["rawSql"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    }
+    rule = alerting.load_rule(fresh_settings)
+    queries |= {f"alert query {ref}": sql for ref, sql in rule.queries.items()}
+    eng = sa.create_engine(store.normalise_url(fresh_settings.monitoring_db))
+    try:
+        with eng.connect() as conn:
+            for name, sql in queries.items():
+                rows = conn.execute(sa.text(alerting.expand_macros(sql, start, end))).fetchall()
+                assert rows, f"{name} returned no rows"
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda f: f.drop(columns=["age"]), "missing feature column"),
+        (lambda f: f.assign(balance=f["balance"].astype(object).where(f.index % 7 != 0, "lots")), "balance: not a"),
+        (lambda f: f.assign(y=f["y"].where(f.index % 5 != 0, "maybe")), "label not in"),
+        (lambda f: f.iloc[0:0], "no rows"),
+    ],
+    ids=["missing-column", "text-in-number", "unknown-label", "empty"],
+)
+def test_a_schema_breaking_batch_fails_clearly_and_writes_nothing(
+    champion: str, fresh_settings: config.Settings, breakage, message: str
+) -> None:
+    broken = breakage(data.load_batch(fresh_settings, "summer").head(500).reset_index(drop=True))
+    before = counts(fresh_settings)
+    reports = set(fresh_settings.resolve(fresh_settings.monitoring.reports_dir).glob("*.html"))
+    with pytest.raises(monitoring.MonitorInputError, match=message):
+        monitoring.monitor(fresh_settings, batch="broken", frame=broken)
+    assert counts(fresh_settings) == before
+    assert set(fresh_settings.resolve(fresh_settings.monitoring.reports_dir).glob("*.html")) == reports
+
+
+def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: config.Settings) -> None:
+    path = fresh_settings.prepared_dir / "batches" / "corrupt.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    try:
+        before = counts(fresh_settings)
+        with pytest.raises(monitoring.MonitorInputError, match="cannot be read"):
+            monitoring.monitor(fresh_settings, batch="corrupt")
+        assert counts(fresh_settings) == before
+    finally:
+        path.unlink()
