@@ -1,0 +1,235 @@
+"""The prediction log: every scored record to ``store.predictions``, written off the request path.
+
+A request hands its whole batch to :meth:`PredictionLog.submit` (one queue put); a background thread
+turns batches into rows and inserts them ``log_batch_size`` at a time, at least every
+``log_flush_seconds``. When the database cannot take them, the rows go to the spool folder as JSON-lines
+files (written to a temporary name, then renamed, so a reader never sees half a file) and the predictor
+keeps serving. Once the database answers again the spooled files are replayed. Inserts skip rows whose
+``(request_id, record_index)`` is already stored, so a replay interrupted half-way never duplicates
+rows: N scored records leave exactly N rows. :meth:`close` drains the queue (gunicorn's ``worker_exit``
+hook calls :func:`close_all`), so a graceful reload or shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from mlops.core import store
+
+log = logging.getLogger(__name__)
+SPOOL_SUFFIX = ".jsonl"
+CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What one request scored: one row per record."""
+
+    request_id: str
+    scored_at: datetime
+    model_name: str
+    model_version: str
+    records: Sequence[dict[str, Any]]
+    probabilities: Sequence[float]
+    decisions: Sequence[bool]
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for index, (record, probability, decision) in enumerate(
+            zip(self.records, self.probabilities, self.decisions, strict=True)
+        ):
+            yield {
+                "request_id": self.request_id,
+                "record_index": index,
+                "scored_at": self.scored_at,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "inputs": record,
+                "probability": float(probability),
+                "decision": bool(decision),
+            }
+
+
+_STOP = object()
+_open_logs: list[PredictionLog] = []
+
+
+class PredictionLog:
+    def __init__(self, url: str, spool_dir: Path, batch_size: int = 500, flush_seconds: float = 1.0) -> None:
+        self.url = url
+        self.spool_dir = spool_dir
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._engine: Engine | None = None
+        self._migrated = False
+        self._last_replay = 0.0
+        self.written = 0  # rows this process inserted (spool replays included)
+        self.spooled = 0  # rows this process sent to the spool
+
+    def start(self) -> PredictionLog:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._release_stale_claims()
+        self._thread.start()
+        _open_logs.append(self)
+        return self
+
+    def submit(self, batch: ScoredBatch) -> None:
+        """Hand a scored batch to the writer (never blocks, never touches the database)."""
+        self._queue.put(batch)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write (or spool) everything submitted so far and stop the writer."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        if self in _open_logs:
+            _open_logs.remove(self)
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[dict[str, Any]] = []
+        deadline = 0.0
+        stopping = False
+        while not stopping:
+            wait = self.flush_seconds if not pending else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif item is not None:
+                if not pending:
+                    deadline = time.monotonic() + self.flush_seconds
+                pending.extend(item.rows())
+            if pending and (stopping or len(pending) >= self.batch_size or time.monotonic() >= deadline):
+                self._write(pending)
+                pending = []
+            if not pending and not stopping and time.monotonic() - self._last_replay >= self.flush_seconds:
+                self._replay_spool()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._insert(rows)
+        except Exception as exc:  # any database failure: keep the rows on disk, never lose them
+            log.warning(
+                "prediction log: database unavailable (%s); spooling %d rows", exc.__class__.__name__, len(rows)
+            )
+            self._migrated = False
+            self._spool(rows)
+
+    def _connect(self) -> Engine:
+        if self._engine is None:
+            self._engine = store.engine(self.url)
+        if not self._migrated:
+            store.migrate(self.url)  # idempotent; also recreates the tables of a recreated database
+            self._migrated = True
+        return self._engine
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        engine = self._connect()
+        statement = _insert_ignoring_duplicates(engine)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            with engine.begin() as conn:
+                conn.execute(statement, chunk)
+            self.written += len(chunk)
+        # A failure after some chunks committed spools all rows: the replay skips those already stored.
+
+    def _spool(self, rows: list[dict[str, Any]]) -> None:
+        name = f"predictions-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
+        partial = self.spool_dir / (name + ".part")
+        with partial.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({**row, "scored_at": row["scored_at"].isoformat()}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        partial.replace(self.spool_dir / name)
+        self.spooled += len(rows)
+
+    def _replay_spool(self) -> None:
+        """Insert spooled files (oldest first) once the database answers; stop at the first failure."""
+        self._last_replay = time.monotonic()
+        for path in sorted(self.spool_dir.glob(f"*{SPOOL_SUFFIX}")):
+            claimed = path.with_name(f"{path.name}{CLAIM_MARK}{os.getpid()}")
+            try:
+                path.rename(claimed)  # atomic: two workers never replay the same file
+            except FileNotFoundError:
+                continue
+            rows = [_row_from_json(line) for line in claimed.read_text(encoding="utf-8").splitlines() if line]
+            try:
+                self._insert(rows)
+            except Exception:
+                self._migrated = False
+                claimed.rename(path)
+                return
+            claimed.unlink()
+            log.info("prediction log: replayed %d spooled rows from %s", len(rows), path.name)
+
+    def _release_stale_claims(self) -> None:
+        """Give back files claimed by processes that died mid-replay."""
+        for path in self.spool_dir.glob(f"*{SPOOL_SUFFIX}{CLAIM_MARK}*"):
+            pid = int(path.name.rsplit(CLAIM_MARK, 1)[1])
+            if not _process_alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    path.rename(path.with_name(path.name.split(CLAIM_MARK, 1)[0]))
+
+
+def _insert_ignoring_duplicates(engine: Engine) -> Any:
+    keys = ["request_id", "record_index"]
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(store.predictions).on_conflict_do_nothing(index_elements=keys)
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(store.predictions).on_conflict_do_nothing(index_elements=keys)
+    return sa.insert(store.predictions)
+
+
+def _row_from_json(line: str) -> dict[str, Any]:
+    row = json.loads(line)
+    row["scored_at"] = datetime.fromisoformat(row["scored_at"])
+    return dict(row)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def spooled_files(spool_dir: Path) -> list[Path]:
+    """Spool files waiting for the database (claimed ones included)."""
+    return sorted(p for p in spool_dir.glob(f"*{SPOOL_SUFFIX}*") if not p.name.endswith(".part"))
+
+
+def close_all(timeout: float = 30.0) -> None:
+    """Drain every open prediction log of this process (gunicorn ``worker_exit``, interpreter exit)."""
+    for prediction_log in list(_open_logs):
+        prediction_log.close(timeout)
+
+
+atexit.register(close_all)

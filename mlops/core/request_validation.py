@@ -1,0 +1,216 @@
+"""Request validation for the predictor: pydantic types built from the model's feature schema.
+
+Every field of the schema is required; numbers must be finite JSON numbers, categories one of those seen
+in training; ``null`` (missing) is allowed where training had missing values; unknown fields are
+rejected. A category column can be declared *open* (the dataset's split column: its values outside the
+training months are expected by design and scored like any unseen category, by the model's
+``handle_unknown="ignore"``). Problems become a :class:`RequestError` naming every bad field and why.
+JSON is parsed and validated in one pass by pydantic-core; CSV cells are converted, then validated the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+
+from mlops.core.schema import FeatureSchema
+
+MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Text = Annotated[str, Field(strict=True)]
+
+
+@dataclass
+class RequestError(Exception):
+    """A client error: HTTP ``status``, a message, and per-field problems (``field``, ``reason``, ``record``)."""
+
+    status: int
+    message: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        listed = self.errors[:MAX_LISTED_ERRORS]
+        out: dict[str, Any] = {"error": self.message, "errors": listed}
+        if len(self.errors) > len(listed):
+            out["error_count"] = len(self.errors)
+        return out
+
+
+@dataclass(frozen=True)
+class ParsedCsv:
+    records: list[dict[str, Any]]
+    header: list[str]
+    rows: list[list[str]]  # the cells as sent, echoed in the CSV answer
+
+
+def record_type(schema: FeatureSchema, open_categories: Collection[str] = ()) -> type:
+    """A TypedDict of one record: every feature required, no other key allowed."""
+    fields: dict[str, Any] = {}
+    for name, num in schema.numerical.items():
+        fields[name] = Optional[Number] if num.nullable else Number  # noqa: UP045 (runtime type expression)
+    for name, cat in schema.categorical.items():
+        kind: Any = Text if name in open_categories else Literal[tuple(cat.categories)]
+        fields[name] = Optional[kind] if cat.nullable else kind  # noqa: UP045
+    record = TypedDict("Record", fields)  # type: ignore[misc]
+    record.__pydantic_config__ = ConfigDict(extra="forbid", title="Record")  # type: ignore[attr-defined]
+    return record
+
+
+class RecordValidator:
+    """Parses and validates request bodies (JSON or CSV) into records ready for scoring."""
+
+    def __init__(self, schema: FeatureSchema, max_rows: int, open_categories: Collection[str] = ()) -> None:
+        self.schema = schema
+        self.max_rows = max_rows
+        self.open_categories = set(open_categories) & set(schema.categorical)
+        record = record_type(schema, self.open_categories)
+        self.one: TypeAdapter[Any] = TypeAdapter(record)
+        records: Any = Annotated[list[record], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+        self.many: TypeAdapter[Any] = TypeAdapter(records)
+
+    def record_json_schema(self) -> dict[str, Any]:
+        return self.one.json_schema()
+
+    def parse_json(self, body: bytes, single_only: bool = False) -> list[dict[str, Any]]:
+        """One JSON object or a non-empty array of them -> records (raises :class:`RequestError`)."""
+        start = body.lstrip()[:1]
+        if start == b"[" and not single_only:
+            return self._validate(self.many, body, many=True)
+        if start == b"{":
+            return [self._validate(self.one, body, many=False)]
+        try:
+            json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+        wanted = "one JSON object (a record)" if single_only else "a JSON object (a record) or an array of them"
+        raise RequestError(422, f"the body must be {wanted}", [{"field": "(body)", "reason": f"expected {wanted}"}])
+
+    def _validate(self, adapter: TypeAdapter[Any], body: bytes, many: bool) -> Any:
+        try:
+            return adapter.validate_json(body)
+        except ValidationError as exc:
+            raise self._request_error(exc.errors(include_url=False, include_context=True), many) from None
+
+    def parse_csv(self, body: bytes) -> ParsedCsv:
+        """A CSV with a header row naming the features; an empty cell is a missing value."""
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise RequestError(400, f"the CSV is not UTF-8 text: {exc}") from None
+        try:
+            table = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise RequestError(400, f"the body is not valid CSV: {exc}") from None
+        if not table or not any(cell.strip() for cell in table[0]):
+            raise RequestError(422, "the CSV has no header row", [{"field": "(header)", "reason": "missing"}])
+        header, rows = [cell.strip() for cell in table[0]], [row for row in table[1:] if row]
+        problems = self._header_problems(header)
+        if problems:
+            raise RequestError(422, "the CSV header does not match the model's features", problems)
+        if not rows:
+            raise RequestError(422, "the CSV has no data rows", [{"field": "(rows)", "reason": "at least one row"}])
+        if len(rows) > self.max_rows:
+            raise RequestError(413, f"{len(rows)} rows is over the limit of {self.max_rows} per request")
+        width_errors = [
+            {"field": "(row)", "record": i, "reason": f"has {len(row)} cells, the header has {len(header)}"}
+            for i, row in enumerate(rows)
+            if len(row) != len(header)
+        ]
+        if width_errors:
+            raise RequestError(422, "some CSV rows do not match the header", width_errors)
+        numeric = set(self.schema.numerical)
+        converters = [_csv_number if name in numeric else _csv_text for name in header]
+        raw = [
+            dict(zip(header, (conv(cell) for conv, cell in zip(converters, row, strict=True)), strict=True))
+            for row in rows
+        ]
+        try:
+            records = self.many.validate_python(raw)
+        except ValidationError as exc:
+            raise self._request_error(exc.errors(include_url=False, include_context=True), many=True) from None
+        return ParsedCsv(records, header, rows)
+
+    def _header_problems(self, header: list[str]) -> list[dict[str, Any]]:
+        features = self.schema.features
+        problems = [{"field": name, "reason": "required column is missing"} for name in features if name not in header]
+        problems += [
+            {"field": name, "reason": "unknown column (not a feature of the model)"}
+            for name in header
+            if name not in features
+        ]
+        problems += [
+            {"field": name, "reason": "column appears more than once"}
+            for name in sorted({n for n in header if header.count(n) > 1})
+        ]
+        return problems
+
+    def _request_error(self, errors: list[ErrorDetails], many: bool) -> RequestError:
+        if any(e["type"] == "json_invalid" for e in errors):
+            reason = next(e for e in errors if e["type"] == "json_invalid")["msg"]
+            return RequestError(400, f"the body is not valid JSON: {reason}")
+        if any(e["type"] == "too_long" and len(e["loc"]) == 0 for e in errors):
+            return RequestError(413, f"more than {self.max_rows} records in one request")
+        problems = [self._problem(e, many) for e in errors]
+        return RequestError(422, "the request does not match the model's feature schema", problems)
+
+    def _problem(self, error: ErrorDetails, many: bool) -> dict[str, Any]:
+        loc = list(error["loc"])
+        out: dict[str, Any] = {}
+        if many and loc and isinstance(loc[0], int):
+            out["record"] = loc.pop(0)
+        name = str(loc[0]) if loc else ("(body)" if not many or "record" not in out else "(record)")
+        out["field"] = name
+        out["reason"] = self._reason(name, error)
+        return out
+
+    def _reason(self, name: str, error: ErrorDetails) -> str:
+        kind, value = error["type"], error.get("input")
+        if kind == "missing":
+            return "required field is missing"
+        if kind == "extra_forbidden":
+            return "unknown field (not a feature of the model)"
+        if kind == "too_short":
+            return "at least one record is required"
+        if kind in ("dict_type", "model_type", "typed_dict_type"):
+            return "expected a JSON object (a record)"
+        if value is None:
+            return "must not be missing (null): training had no missing values in this field"
+        if kind == "literal_error":
+            allowed = self.schema.categorical[name].categories
+            return f"{_shown(value)} is not an allowed category; allowed: {allowed}"
+        if kind == "finite_number":
+            return "must be a finite number"
+        if name in self.schema.numerical:
+            return f"expected a number, got {_shown(value)}"
+        if name in self.schema.categorical:
+            return f"expected a string (a category), got {_shown(value)}"
+        return str(error["msg"])
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _csv_number(cell: str) -> Any:
+    cell = cell.strip()
+    if not cell:
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell  # left as text: validation names the field and the value
+    return value if math.isfinite(value) else cell
+
+
+def _csv_text(cell: str) -> str | None:
+    return cell if cell.strip() else None

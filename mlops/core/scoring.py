@@ -1,0 +1,263 @@
+"""Fast exact scoring: the fitted preprocessing compiled into plain numpy, feeding the fitted estimator.
+
+On one record the sklearn ColumnTransformer costs ~5-6 ms (pandas, validation, per-step dispatch) while the
+model itself needs a fraction of a millisecond. :func:`compile_pipeline` reads the fitted parameters of
+our preprocessing (``features.preprocessor``: median/constant ``SimpleImputer``, ``StandardScaler``,
+``OneHotEncoder(handle_unknown="ignore")``) and encodes records with the same float64 arithmetic into the
+same dense matrix, so the estimator sees identical input and returns identical probabilities. Anything it
+does not recognise raises :class:`UnsupportedPipeline`; :func:`scorer_for` then falls back to the
+pipeline itself, and both paths are checked against ``pipeline.predict_proba`` before serving.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlops.core.config import Dataset
+from mlops.core.features import frame_from_records
+
+Record = Mapping[str, Any]
+PARITY_TOLERANCE = 1e-9  # the compiled path must match the pipeline to float rounding (it is exact in practice)
+
+
+class UnsupportedPipeline(ValueError):
+    """The pipeline holds a step the compiler does not know; the message names it."""
+
+
+class Scorer(Protocol):
+    kind: str
+
+    def predict(self, records: Sequence[Record]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class NumericBlock:
+    columns: list[str]
+    fill: np.ndarray  # the imputer's medians, one per column
+    mean: np.ndarray | None  # StandardScaler, when the family scales
+    scale: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class CategoricalBlock:
+    column: str
+    fill: str  # what the constant imputer writes for a missing value
+    index: dict[Any, int]  # category -> position in the block's one-hot columns
+    width: int
+
+
+def _numeric_block(step: Any, columns: list[str]) -> NumericBlock:
+    steps = step.steps if isinstance(step, Pipeline) else [("step", step)]
+    fill: np.ndarray | None = None
+    mean = scale = None
+    for name, part in steps:
+        if isinstance(part, SimpleImputer) and fill is None and mean is None:
+            if part.strategy not in ("median", "mean", "constant") or not _imputes_nan(part):
+                raise UnsupportedPipeline(f"numeric step {name!r}: imputer {part.strategy!r} is not supported")
+            if part.add_indicator:
+                raise UnsupportedPipeline(f"numeric step {name!r}: add_indicator is not supported")
+            fill = np.asarray(part.statistics_, dtype="float64")
+            if np.isnan(fill).any():  # sklearn drops such columns; we do not replicate that
+                raise UnsupportedPipeline(f"numeric step {name!r}: a column had no value to impute from")
+        elif isinstance(part, StandardScaler) and mean is None:
+            mean = np.asarray(part.mean_, dtype="float64") if part.with_mean else np.zeros(len(columns))
+            scale = np.asarray(part.scale_, dtype="float64") if part.with_std else np.ones(len(columns))
+        else:
+            raise UnsupportedPipeline(f"numeric step {name!r} ({type(part).__name__}) is not supported")
+    if fill is None:
+        raise UnsupportedPipeline("the numeric columns have no imputer")
+    return NumericBlock(columns, fill, mean, scale)
+
+
+def _imputes_nan(imputer: SimpleImputer) -> bool:
+    missing = imputer.missing_values
+    return isinstance(missing, float) and math.isnan(missing)
+
+
+def _categorical_blocks(step: Any, columns: list[str]) -> list[CategoricalBlock]:
+    steps = step.steps if isinstance(step, Pipeline) else [("step", step)]
+    if len(steps) != 2:
+        raise UnsupportedPipeline("categorical columns: expected an imputer followed by a one-hot encoder")
+    (_, imputer), (_, encoder) = steps
+    if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant" and _imputes_nan(imputer)):
+        raise UnsupportedPipeline("categorical columns: expected SimpleImputer(strategy='constant')")
+    if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore":
+        raise UnsupportedPipeline("categorical columns: expected OneHotEncoder(handle_unknown='ignore')")
+    if encoder.drop is not None or getattr(encoder, "_infrequent_enabled", False):
+        raise UnsupportedPipeline("categorical columns: drop / infrequent categories are not supported")
+    blocks = []
+    for column, categories in zip(columns, encoder.categories_, strict=True):
+        index: dict[Any, int] = {value: i for i, value in enumerate(categories.tolist())}
+        if imputer.fill_value in index:  # a missing value (None) is what the imputer turns into its constant
+            index[None] = index[imputer.fill_value]
+        blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, len(categories)))
+    return blocks
+
+
+class CompiledScorer:
+    """Records -> the ColumnTransformer's dense matrix (numpy only) -> the estimator's probabilities."""
+
+    kind = "compiled"
+
+    def __init__(self, numeric: NumericBlock | None, categorical: list[CategoricalBlock], estimator: Any) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        self.estimator = estimator
+        self.width = (len(numeric.columns) if numeric else 0) + sum(b.width for b in categorical)
+        # Which input feature each output column came from (to sum explanations back to inputs).
+        self.output_features: list[str] = list(numeric.columns) if numeric else []
+        for block in categorical:
+            self.output_features += [block.column] * block.width
+
+    def encode(self, records: Sequence[Record]) -> np.ndarray:
+        """Every record must hold every feature; a missing value is ``None`` (as JSON ``null`` parses)."""
+        n = len(records)
+        out = np.zeros((n, self.width), dtype="float64")
+        offset = 0
+        if self.numeric is not None:
+            cols = self.numeric.columns
+            # dtype float turns None into NaN, exactly like pd.to_numeric on the training frame
+            row = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+            values = np.array([row(r) for r in records], dtype="float64").reshape(n, len(cols))
+            missing = np.isnan(values)
+            if missing.any():
+                values = np.where(missing, self.numeric.fill, values)
+            if self.numeric.mean is not None and self.numeric.scale is not None:
+                values -= self.numeric.mean
+                values /= self.numeric.scale
+            out[:, : len(cols)] = values
+            offset = len(cols)
+        rows = np.arange(n)
+        for block in self.categorical:
+            find, col = block.index.get, block.column
+            positions = np.array([find(r[col], -1) for r in records], dtype=np.intp).reshape(n)
+            known = positions >= 0  # handle_unknown="ignore": an unseen category sets no column
+            out[rows[known], offset + positions[known]] = 1.0
+            offset += block.width
+        return out
+
+    def predict(self, records: Sequence[Record]) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(self.encode(records))[:, 1])
+
+
+class PipelineScorer:
+    """The fallback: the fitted pipeline itself on the normalised frame (slow on single records, exact)."""
+
+    kind = "pipeline"
+
+    def __init__(self, pipeline: Pipeline, dataset: Dataset) -> None:
+        self.pipeline = pipeline
+        self.dataset = dataset
+
+    def predict(self, records: Sequence[Record]) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(frame_from_records(records, self.dataset))[:, 1])
+
+
+def compile_pipeline(pipeline: Pipeline) -> CompiledScorer:
+    """Compile ``Pipeline([("preprocess", ColumnTransformer), ("model", estimator)])``."""
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        raise UnsupportedPipeline("expected a two-step Pipeline: preprocessing, then the model")
+    pre, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    if not isinstance(pre, ColumnTransformer) or pre.sparse_output_:
+        raise UnsupportedPipeline("the first step must be a ColumnTransformer with dense output")
+    numeric: NumericBlock | None = None
+    categorical: list[CategoricalBlock] = []
+    for name, step, columns in pre.transformers_:
+        if name == "remainder":
+            if step != "drop" and len(columns):
+                raise UnsupportedPipeline("the ColumnTransformer passes remainder columns through")
+            continue
+        if name == "num" and numeric is None and not categorical:
+            numeric = _numeric_block(step, list(columns))
+        elif name == "cat":
+            categorical += _categorical_blocks(step, list(columns))
+        else:
+            raise UnsupportedPipeline(f"unexpected ColumnTransformer part {name!r}")
+    scorer = CompiledScorer(numeric, categorical, estimator)
+    if scorer.width != len(pre.get_feature_names_out()):
+        raise UnsupportedPipeline("the compiled encoding does not have the ColumnTransformer's width")
+    return scorer
+
+
+def probe_records(columns: Mapping[str, list[Any]], rows: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    """Synthetic records drawing each field from ``columns`` (values and ``None``), for the parity probe."""
+    rng = np.random.default_rng(seed)
+    return [{name: values[int(rng.integers(len(values)))] for name, values in columns.items()} for _ in range(rows)]
+
+
+def max_difference(scorer: Scorer, pipeline: Pipeline, records: Sequence[Record], dataset: Dataset) -> float:
+    expected = pipeline.predict_proba(frame_from_records(records, dataset))[:, 1]
+    return float(np.max(np.abs(scorer.predict(records) - expected))) if len(records) else 0.0
+
+
+def scorer_for(pipeline: Pipeline, dataset: Dataset, probe: Sequence[Record]) -> Scorer:
+    """The compiled scorer when it compiles and matches the pipeline on ``probe``; else the pipeline."""
+    try:
+        compiled = compile_pipeline(pipeline)
+    except UnsupportedPipeline:
+        return PipelineScorer(pipeline, dataset)
+    if max_difference(compiled, pipeline, probe, dataset) > PARITY_TOLERANCE:
+        return PipelineScorer(pipeline, dataset)
+    return compiled
+
+
+def decisions(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The decision at the threshold, compared as evaluation.metrics compares (``proba >= threshold``)."""
+    return np.asarray(probabilities >= threshold)
+
+
+def frame_records(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+    """Rows of a frame as JSON-like records (missing cells as ``None``)."""
+    sub = frame[features].astype(object)
+    return sub.where(sub.notna(), None).to_dict("records")  # type: ignore[call-overload]
+
+
+class ExplanationUnavailable(ValueError):
+    """The model family has no exact per-feature contributions here; the message says which have."""
+
+
+EXPLAINED_FAMILIES = ("xgboost", "logistic_regression")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    base_value: float  # log-odds before any feature
+    contributions: dict[str, float]  # log-odds added by each input feature (its one-hot columns summed)
+    probability: float
+
+
+def explain(scorer: Scorer, record: Record) -> Explanation:
+    """Exact additive log-odds contributions: XGBoost ``pred_contribs`` (TreeSHAP) or a linear model's terms."""
+    if not isinstance(scorer, CompiledScorer):
+        raise ExplanationUnavailable("explanations need the compiled scoring path, which this model does not have")
+    encoded = scorer.encode([record])
+    estimator = scorer.estimator
+    family = type(estimator).__name__
+    if family == "XGBClassifier":
+        import xgboost  # local import: only XGBoost models need it
+
+        contribs = estimator.get_booster().predict(xgboost.DMatrix(encoded), pred_contribs=True)[0]
+        per_column, base = contribs[:-1].astype("float64"), float(contribs[-1])
+    elif family == "LogisticRegression":
+        per_column = np.asarray(estimator.coef_[0], dtype="float64") * encoded[0]
+        base = float(estimator.intercept_[0])
+    else:
+        raise ExplanationUnavailable(
+            f"per-feature contributions are available for {', '.join(EXPLAINED_FAMILIES)} models; "
+            f"the deployed model is a {family}"
+        )
+    contributions: dict[str, float] = {}
+    for feature, value in zip(scorer.output_features, per_column.tolist(), strict=True):
+        contributions[feature] = contributions.get(feature, 0.0) + value
+    return Explanation(base, contributions, float(scorer.predict([record])[0]))
