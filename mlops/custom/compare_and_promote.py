@@ -1,0 +1,14 @@
+"""deploy: compare @challenger with @champion on the same held-out data; promote only if it is better."""
+
+from mlops.core import config, deploy
+
+if "custom" not in globals():
+    from mage_ai.data_preparation.decorators import custom
+
+
+@custom
+def compare_and_promote(*args, **kwargs) -> dict:
+    settings = config.load(kwargs.get("config"))
+    decision = deploy.promote_if_better(settings, kwargs.get("holdout"))
+    print(f"deploy decision: {decision.action}: {decision.reason}")
+    return decision.to_dict()

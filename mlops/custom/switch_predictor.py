@@ -1,0 +1,14 @@
+"""deploy: make the predictor at serving.url serve the payload (graceful reload, or start it natively)."""
+
+from mlops.core import config, deploy
+
+if "custom" not in globals():
+    from mage_ai.data_preparation.decorators import custom
+
+
+@custom
+def switch_predictor(deployed: dict, *args, **kwargs) -> dict:
+    settings = config.load(kwargs.get("config"))
+    outcome = deploy.switch_predictor(settings)
+    print(outcome)
+    return {**deployed, "predictor": outcome}
