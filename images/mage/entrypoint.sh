@@ -1,11 +1,10 @@
 #!/bin/sh
-# Start of the Mage container: bring the stores up to date and pin the API triggers, then run Mage.
-# Everything here is idempotent, so a restart repeats it harmlessly; nothing is installed.
+# Start of the Mage container: pin the API triggers in Mage's database, then run Mage in the foreground.
+# The bootstrap is idempotent (a restart repeats it harmlessly); nothing is installed here.
 set -eu
 
-# the monitoring schema (Alembic migrations of mlops/core/store.py)
-python -m mlops migrate
-# Mage's database: its migrations, then the retrain pipeline's API trigger with its pinned id and token
-python -m mlops mage-bootstrap
+# Mage's migrations on MAGE_DATABASE_CONNECTION_URL, then the retrain pipeline's API trigger with its
+# pinned id (orchestration.retrain_schedule_id) and token (MLOPS_SECRETS__RETRAIN_TOKEN), which Grafana calls
+python -m mlops.core.orchestration bootstrap
 
 exec mage start mlops --host 0.0.0.0 --port 6789

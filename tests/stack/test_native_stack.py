@@ -1,0 +1,200 @@
+"""`python -m mlops up | status | down` for real, in a temporary folder on free ports: every service answers its
+health endpoint, a pipeline triggered through the Mage API completes, and `down` leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from mlops.core import services, stack
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.mage, pytest.mark.postgres]
+
+
+def mlops(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlops", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def base_environment(work: Path, bank_csv: Path) -> dict[str, str]:
+    """This process's environment without the session's MLOPS_/MAGE_ settings, then the stack's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MAGE_"))}
+    serving_port, mage_port = services.free_port(), services.free_port()
+    return {
+        **env,
+        "COLUMNS": "200",  # rich tables print whole lines into the captured output
+        "MLOPS_PATHS__WORK_DIR": str(work),
+        "MLOPS_SERVING__PAYLOAD_DIR": str(work / "payload"),
+        "MLOPS_SERVING__SPOOL_DIR": str(work / "spool"),
+        "MLOPS_SERVING__PORT": str(serving_port),
+        "MLOPS_SERVING__URL": f"http://127.0.0.1:{serving_port}",
+        "MLOPS_ORCHESTRATION__MAGE_URL": f"http://127.0.0.1:{mage_port}",
+        "MLOPS_STACK__POSTGRES_PORT": str(services.free_port()),
+        "MLOPS_STACK__MLFLOW_PORT": str(services.free_port()),
+        "MLOPS_STACK__STREAMLIT_PORT": str(services.free_port()),
+        "MLOPS_STACK__GRAFANA_PORT": str(services.free_port()),
+        "MLOPS_DATASET__SOURCE__PATH": str(bank_csv),
+    }
+
+
+@pytest.fixture(scope="module")
+def folder() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp folders: as root, the system PostgreSQL runs as `postgres`, who must reach it.
+    path = Path(tempfile.mkdtemp(prefix="mlops-stack-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture(scope="module")
+def stack_env(folder: Path, bank_csv: Path) -> dict[str, str]:
+    return base_environment(folder / "work", bank_csv)
+
+
+@pytest.fixture(scope="module")
+def running(stack_env: dict[str, str], folder: Path) -> Iterator[stack.State]:
+    """`up` once for the module; `down` at the end whatever happened."""
+    started = time.monotonic()
+    result = mlops("up", env=stack_env)
+    print(f"`python -m mlops up` took {time.monotonic() - started:.0f} s\n{result.stdout}", file=sys.stderr)
+    run = folder / "work" / "stack"
+    try:
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        state = stack.State.load(run)
+        assert state is not None
+        yield state
+    finally:
+        mlops("down", env=stack_env, timeout=300)
+
+
+def test_up_refuses_a_port_in_use_and_starts_nothing(folder: Path, bank_csv: Path) -> None:
+    work = folder / "refused"
+    env = base_environment(work, bank_csv)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        env["MLOPS_STACK__MLFLOW_PORT"] = str(port)
+        result = mlops("up", env=env, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {port} (mlflow) is in use" in result.stderr
+    assert "MLOPS_STACK__MLFLOW_PORT" in result.stderr
+    assert not (work / "stack" / stack.STATE_FILE).exists()
+
+
+def test_every_service_answers_its_health_endpoint(running: stack.State, stack_env: dict[str, str]) -> None:
+    names = [s.name for s in running.services]
+    assert names == ["postgres", "mlflow", "mage", "predictor", "streamlit"]
+    assert running.database == "postgres"  # the system binaries, run as the `postgres` user when root
+    by_name = {s.name: s for s in running.services}
+    assert services.postgres_reachable(by_name["postgres"].health)
+    assert requests.get(f"{by_name['mlflow'].url}/health", timeout=10).status_code == 200
+    mage_status = requests.get(f"{by_name['mage'].url}/api/status", timeout=10).json()["statuses"][0]
+    assert mage_status["scheduler_status"] == "running"
+    assert requests.get(f"{by_name['predictor'].url}/health", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(f"{by_name['predictor'].url}/ready", timeout=10)
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "reason": "no champion deployed yet"}
+    assert requests.get(f"{by_name['streamlit'].url}/_stcore/health", timeout=10).status_code == 200
+    status = mlops("status", env=stack_env, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "not ready: no champion deployed yet" in status.stdout
+    assert "docker compose up grafana" in status.stdout  # no grafana binary here: status says where it runs
+
+
+def test_secrets_are_generated_private_and_used(running: stack.State, folder: Path) -> None:
+    run = folder / "work" / "stack"
+    for name in (stack.SECRETS_FILE, stack.ENV_FILE, stack.STATE_FILE):
+        assert (run / name).stat().st_mode & 0o777 == 0o600, name
+    generated = dict(
+        line.split("=", 1) for line in (run / stack.SECRETS_FILE).read_text().splitlines() if not line.startswith("#")
+    )
+    assert set(generated) == set(stack.GENERATED_SECRETS)
+    assert all(len(value) >= 32 for value in generated.values())
+    # the retrain trigger Grafana calls is pinned with the generated token
+    mage = next(s for s in running.services if s.name == "mage")
+    trigger = requests.get(f"{mage.url}/api/pipeline_schedules/1", timeout=10).json()["pipeline_schedule"]
+    assert trigger["pipeline_uuid"] == "retrain"
+    assert trigger["token"] == generated["MLOPS_SECRETS__RETRAIN_TOKEN"]
+
+
+def test_a_pipeline_triggered_through_the_mage_api_completes(running: stack.State, folder: Path) -> None:
+    mage = next(s for s in running.services if s.name == "mage").url
+    created = requests.post(
+        f"{mage}/api/pipelines/prepare/pipeline_schedules",
+        json={"pipeline_schedule": {"name": "stack test", "schedule_type": "api", "status": "active"}},
+        timeout=30,
+    ).json()["pipeline_schedule"]
+    triggered = requests.post(
+        f"{mage}/api/pipeline_schedules/{created['id']}/pipeline_runs/{created['token']}",
+        json={"pipeline_run": {"variables": {}}},
+        timeout=30,
+    ).json()
+    assert "error" not in triggered, triggered
+    run_id = triggered["pipeline_run"]["id"]
+    deadline = time.monotonic() + 240
+    status = "initial"
+    while time.monotonic() < deadline and status not in ("completed", "failed", "cancelled"):
+        time.sleep(2)
+        status = requests.get(f"{mage}/api/pipeline_runs/{run_id}", timeout=30).json()["pipeline_run"]["status"]
+    assert status == "completed"
+    prepared = folder / "work" / "datasets" / "bank-marketing"
+    assert (prepared / "train.parquet").is_file() and (prepared / "batches" / "summer.parquet").is_file()
+
+
+def test_up_again_is_harmless(running: stack.State, stack_env: dict[str, str]) -> None:
+    result = mlops("up", env=stack_env, timeout=120)
+    assert result.returncode == 0 and "already up" in result.stdout
+    assert [s.pid for s in stack.State.load(Path(stack_env["MLOPS_PATHS__WORK_DIR"]) / "stack").services] == [
+        s.pid for s in running.services
+    ]
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+    """`down` trusts state.json only for pids that are still the processes it recorded (same start time)."""
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ghost = stack.Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time() - 100, "", "", "")
+        assert not ghost.is_running()
+        assert stack.stop(stack.State("sqlite", [ghost]), tmp_path) == []
+        assert sleeper.poll() is None
+        real = stack.Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time(), "", "", "")
+        assert [name.split()[0] for name in stack.stop(stack.State("sqlite", [real]), tmp_path)] == ["mlflow"]
+        assert sleeper.wait(timeout=10) is not None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_down_leaves_no_process_behind(running: stack.State, stack_env: dict[str, str]) -> None:
+    groups = {os.getpgid(s.pid) for s in running.services}
+    members = [p.pid for p in psutil.process_iter() if _group(p.pid) in groups]
+    assert len(members) > len(running.services)  # the servers' workers and backends are in the groups too
+    result = mlops("down", env=stack_env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stopped: streamlit" in result.stdout and "postgres" in result.stdout
+    alive = [p for p in members if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [psutil.Process(p).cmdline() for p in alive]
+    for service in running.services:
+        port = int(service.url.rsplit(":", 1)[1])
+        assert not services.port_in_use(port), f"{service.name} still listens on {port}"
+    status = mlops("status", env=stack_env, timeout=120)
+    assert status.returncode == 1 and "not running" in status.stdout
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
