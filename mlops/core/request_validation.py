@@ -18,14 +18,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional
 
+import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, from_json
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from mlops.core.schema import FeatureSchema
 
 MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Tree boosters compute in 32-bit floats: a larger magnitude would become infinite inside the model.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Text = Annotated[str, Field(strict=True)]
 
 
@@ -88,8 +91,8 @@ class RecordValidator:
         if start == b"{":
             return [self._validate(self.one, body, many=False)]
         try:
-            json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            from_json(body)  # pydantic-core's parser: a recursion limit instead of Python's RecursionError
+        except ValueError as exc:
             raise RequestError(400, f"the body is not valid JSON: {exc}") from None
         wanted = "one JSON object (a record)" if single_only else "a JSON object (a record) or an array of them"
         raise RequestError(422, f"the body must be {wanted}", [{"field": "(body)", "reason": f"expected {wanted}"}])
@@ -189,6 +192,8 @@ class RecordValidator:
             return f"{_shown(value)} is not an allowed category; allowed: {allowed}"
         if kind == "finite_number":
             return "must be a finite number"
+        if kind in ("greater_than_equal", "less_than_equal"):
+            return f"must be between {-FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} (the model computes in 32-bit floats)"
         if name in self.schema.numerical:
             return f"expected a number, got {_shown(value)}"
         if name in self.schema.categorical:

@@ -1,0 +1,89 @@
+"""The compiled scorer equals the fitted pipeline exactly, for every family, missing values included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+from mlops.core import config, features, scoring
+from mlops.core.config import FAMILIES
+
+
+@pytest.fixture(scope="module")
+def plain_settings() -> config.Settings:
+    return config.load()
+
+
+@pytest.fixture(scope="module")
+def split(bank_frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    shuffled = bank_frame.sample(frac=1.0, random_state=3)
+    return shuffled.iloc[:8000], shuffled.iloc[8000:]
+
+
+@pytest.fixture(scope="module")
+def fitted(split, fit_small, plain_settings):  # type: ignore[no-untyped-def]
+    """One small fitted pipeline per family, shared by this module's tests."""
+    cache: dict[str, Pipeline] = {}
+
+    def get(family: str) -> Pipeline:
+        if family not in cache:
+            cache[family] = fit_small(family, split[0], plain_settings)
+        return cache[family]
+
+    return get
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_scorer_equals_the_pipeline(family, split, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    _, rest = split
+    pipeline = fitted(family)
+    records = scoring.frame_records(rest, plain_settings.dataset.features)
+    assert any(r["poutcome"] is None for r in records) and any(r["month"] == "jun" for r in records)
+    compiled = scoring.compile_pipeline(pipeline)
+    expected = pipeline.predict_proba(features.normalise(rest, plain_settings.dataset))[:, 1]
+    assert np.max(np.abs(compiled.predict(records) - expected)) <= 1e-12
+    # The encoding itself is the ColumnTransformer's, column for column.
+    head = records[:500]
+    transformed = pipeline[:-1].transform(features.frame_from_records(head, plain_settings.dataset))
+    assert np.array_equal(compiled.encode(head), transformed)
+    assert scoring.scorer_for(pipeline, plain_settings.dataset, head).kind == "compiled"
+
+
+def test_an_unknown_step_falls_back_to_the_pipeline(split, fit_small, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    train, rest = split
+    pipeline = fit_small("logistic_regression", train, plain_settings)
+    numeric = pipeline[0].transformers[0][1]
+    numeric.steps[-1] = ("scale", MinMaxScaler())  # a step the compiler does not know
+    pipeline = Pipeline([("preprocess", pipeline[0]), ("model", pipeline[-1])])
+    pipeline = pipeline.fit(features.normalise(train, plain_settings.dataset), (train["y"] == "yes").astype(int))
+    with pytest.raises(scoring.UnsupportedPipeline, match="MinMaxScaler"):
+        scoring.compile_pipeline(pipeline)
+    records = scoring.frame_records(rest.head(300), plain_settings.dataset.features)
+    scorer = scoring.scorer_for(pipeline, plain_settings.dataset, records)
+    assert scorer.kind == "pipeline"
+    assert scoring.max_difference(scorer, pipeline, records, plain_settings.dataset) == 0.0
+
+
+@pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
+def test_explanations_add_up_to_the_prediction(family, split, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    _, rest = split
+    scorer = scoring.compile_pipeline(fitted(family))
+    for record in scoring.frame_records(rest.head(20), plain_settings.dataset.features):
+        explanation = scoring.explain(scorer, record)
+        assert list(explanation.contributions) == plain_settings.dataset.features
+        margin = explanation.base_value + sum(explanation.contributions.values())
+        assert abs(1 / (1 + math.exp(-margin)) - explanation.probability) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["random_forest", "hist_gradient_boosting"])
+def test_other_families_say_they_have_no_explanation(family, split, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    _, rest = split
+    scorer = scoring.compile_pipeline(fitted(family))
+    record = scoring.frame_records(rest.head(1), plain_settings.dataset.features)[0]
+    with pytest.raises(scoring.ExplanationUnavailable, match="xgboost, logistic_regression"):
+        scoring.explain(scorer, record)
