@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -20,7 +21,8 @@ from mlops.core.validation import DataValidationError
 
 console = Console()
 err = Console(stderr=True)
-PIPELINES = ("prepare", "train", "deploy", "test")
+PIPELINES = ("prepare", "train", "deploy", "test", "monitor", "retrain")
+DEMO_PIPELINES = ("prepare", "train", "deploy", "test")
 BAD_INPUT = 2
 
 
@@ -89,7 +91,7 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     settings = config.load(settings.source_file)  # now with the session's reload token
     console.rule("[bold]data")
     cmd_data(argparse.Namespace(no_download=False), settings)
-    for name in PIPELINES:
+    for name in DEMO_PIPELINES:
         code = run_pipeline(settings, name)
         if code != 0:
             err.print(f"[red]pipeline {name} failed (exit {code})[/red]")
@@ -106,7 +108,71 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     console.print(
         f"[bold green]the predictor answers at {settings.serving.url}[/bold green] (try {settings.serving.url}/model)"
     )
+    return demo_monitoring(settings)
+
+
+def demo_monitoring(settings: config.Settings) -> int:
+    """The rest of the loop: monitor every batch, evaluate the alert, retrain (deploys inside), test."""
+    from mlops.core import alerting, deploy, monitoring, retrain
+
+    before = deploy.champion_version(settings)
+    for batch in data.batch_names(settings):
+        if (code := run_pipeline(settings, "monitor", {"batch": batch})) != 0:
+            return code
+    runs = {r["batch"]: r for r in reversed(monitoring.runs(settings, limit=len(data.batch_names(settings))))}
+    evaluation = evaluate_alert(settings)
+    if evaluation.firing:
+        for name, variables in (("retrain", alerting.notification(evaluation)), ("test", None)):
+            if (code := run_pipeline(settings, name, variables)) != 0:
+                return code
+    after = deploy.champion_version(settings)
+    console.rule("[bold]monitoring loop")
+    reporting.show(monitoring.summary_table(list(runs.values()), "monitor runs (champion before retraining)"))
+    if before is not None and after is not None:
+        for row in retrain.quality_before_after(settings, before, after):
+            console.print(
+                f"{row['batch']:>16}: champion ROC-AUC v{before} {row['before']:.4f} -> v{after} {row['after']:.4f}"
+                f" ({row['rows']:,} rows)"
+            )
+    fired = "fired" if evaluation.firing else "did not fire"
+    console.print(f"alert {evaluation.rule} {fired} (A = {evaluation.values.get('A')}); champion v{before} -> v{after}")
     return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
+    from mlops.core import monitoring
+
+    try:  # check the input here, so that bad input exits 2 before Mage starts
+        if args.batch:
+            monitoring.check_frame(monitoring.read_batch(settings, args.batch), settings, f"batch {args.batch!r}")
+            return run_pipeline(settings, "monitor", {"batch": args.batch})
+        if not (args.start and args.end):
+            raise monitoring.MonitorInputError("give a batch name, or --start and --end of a prediction-log window")
+        monitoring.parse_window(args.start, args.end)
+    except monitoring.MonitorInputError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return BAD_INPUT
+    return run_pipeline(settings, "monitor", {"window_start": args.start, "window_end": args.end})
+
+
+def cmd_alert_check(args: argparse.Namespace, settings: config.Settings) -> int:
+    evaluate_alert(settings)
+    return 0
+
+
+def evaluate_alert(settings: config.Settings) -> Any:
+    """Evaluate the provisioned Grafana alert rule's own SQL on the monitoring database (no Grafana needed)."""
+    from mlops.core import alerting
+
+    evaluation = alerting.evaluate(settings)
+    console.rule("[bold]alert evaluation")
+    console.print(
+        f"no Grafana in this run: evaluated the provisioned rule {evaluation.rule!r} "
+        f"({alerting.RULES_FILE}) with its own SQL on {settings.monitoring_db.split('://', 1)[0]}"
+    )
+    values = ", ".join(f"{k} = {v:.4g}" if v is not None else f"{k} = no data" for k, v in evaluation.values.items())
+    console.print(f"state: [bold]{evaluation.state}[/bold] ({values})")
+    return evaluation
 
 
 def cmd_config(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -181,6 +247,13 @@ def parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
     st = sub.add_parser("status", help="health of each service `up` started")
     st.set_defaults(func=cmd_status)
+    mon = sub.add_parser("monitor", help="run the monitor pipeline on a batch or a window of the prediction log")
+    mon.add_argument("batch", nargs="?", help="a prepared monitoring batch, e.g. summer")
+    mon.add_argument("--start", help="window start (ISO time) of the prediction log")
+    mon.add_argument("--end", help="window end (ISO time)")
+    mon.set_defaults(func=cmd_monitor)
+    ac = sub.add_parser("alert-check", help="evaluate the provisioned Grafana alert rule on the monitoring DB")
+    ac.set_defaults(func=cmd_alert_check)
     c = sub.add_parser("config", help="print the resolved configuration")
     c.set_defaults(func=cmd_config)
     return p

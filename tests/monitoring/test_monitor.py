@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, data, monitoring, store
+from mlops.core import alerting, config, data, monitoring, retrain, store
 
-from .conftest import load_provisioning
+from .conftest import load_provisioning, webhook
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -105,6 +105,7 @@ def test_a_window_of_the_prediction_log_is_monitored(champion: str, fresh_settin
 
 def test_every_panel_and_alert_query_runs_on_the_filled_schema(fresh_settings: config.Settings) -> None:
     """Runs after the monitor tests above: monitor runs, column drift and a prediction log exist."""
+    retrain.receive(fresh_settings, webhook("webhook-resolved.json"))  # the alerts panel's rows
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(days=7)
     dashboard = load_provisioning("dashboards/model-monitoring.json")
