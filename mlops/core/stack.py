@@ -363,13 +363,12 @@ def grafana_process(
     return services.ManagedProcess("grafana", command, run / "logs" / "grafana.log", env=grafana_env)
 
 
-def _start_and_wait(
-    state: State, run: Path, proc: services.ManagedProcess, url: str, health: str, timeout: float
-) -> None:
+def _launch(state: State, run: Path, proc: services.ManagedProcess, url: str, health: str) -> services.ManagedProcess:
+    """Start ``proc`` and record it at once, so that a failure later still stops it."""
     proc.start()
     state.services.append(_record(proc, url, health))
     state.save(run)
-    services.wait_http(health, proc, timeout=timeout)
+    return proc
 
 
 def up(settings: Settings, say: Callable[[str], None] = print) -> State:
@@ -436,45 +435,35 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     os.environ.update(env)
     stacked = config.load(settings.source_file, environ={**os.environ, **env})
 
+    # Servers that need only the database start together (their imports dominate on a small machine);
+    # the predictor waits for MLflow, which tells it the champion. Each must then answer its health check.
     mlflow_url = env["MLOPS_STORES__TRACKING_URI"]
-    _start_and_wait(
-        state,
-        run,
-        mlflow_process(stacked, run, urls, env),
-        mlflow_url,
-        f"{mlflow_url}/health",
-        HEALTH_TIMEOUT["mlflow"],
-    )
-    say(f"mlflow is up at {mlflow_url}")
+    mlflow = _launch(state, run, mlflow_process(stacked, run, urls, env), mlflow_url, f"{mlflow_url}/health")
 
-    from mlops.core import orchestration  # local imports: Mage's and the predictor's modules are heavy
+    from mlops.core import deploy, orchestration, serving  # local imports: heavy, and only `up` needs them
 
     orchestration.bootstrap(stacked, urls["mage"])
     mage_url = stacked.orchestration.mage_url.rstrip("/")
     mage = orchestration.mage_server(stacked, urls["mage"], run / "logs" / "mage.log")
     mage.env.update(env)
-    _start_and_wait(state, run, mage, mage_url, f"{mage_url}/api/status", HEALTH_TIMEOUT["mage"])
-    say(f"mage is up at {mage_url}")
+    _launch(state, run, mage, mage_url, f"{mage_url}/api/status")
+    app_url = f"http://127.0.0.1:{stacked.stack.streamlit_port}"
+    app = _launch(state, run, streamlit_process(stacked, run, env), app_url, f"{app_url}/_stcore/health")
 
-    from mlops.core import deploy, serving
-
+    services.wait_http(f"{mlflow_url}/health", mlflow, timeout=HEALTH_TIMEOUT["mlflow"])
+    say(f"mlflow is up at {mlflow_url}")
     deploy.payload_for_champion(stacked)
     predictor = serving.predictor_process(stacked, log_path=run / "logs" / "predictor.log")
     predictor.env.update(env)
     serving_url = stacked.serving.url.rstrip("/")
-    _start_and_wait(state, run, predictor, serving_url, f"{serving_url}/health", HEALTH_TIMEOUT["predictor"])
-    say(f"predictor is up at {serving_url}")
-
-    app_url = f"http://127.0.0.1:{stacked.stack.streamlit_port}"
-    _start_and_wait(
-        state,
-        run,
-        streamlit_process(stacked, run, env),
-        app_url,
-        f"{app_url}/_stcore/health",
-        HEALTH_TIMEOUT["streamlit"],
-    )
-    say(f"streamlit is up at {app_url}")
+    _launch(state, run, predictor, serving_url, f"{serving_url}/health")
+    for name, proc, url, health in (
+        ("mage", mage, mage_url, f"{mage_url}/api/status"),
+        ("streamlit", app, app_url, f"{app_url}/_stcore/health"),
+        ("predictor", predictor, serving_url, f"{serving_url}/health"),
+    ):
+        services.wait_http(health, proc, timeout=HEALTH_TIMEOUT[name])
+        say(f"{name} is up at {url}")
 
     if state.database == "sqlite":
         state.notes["grafana"] = "not started: the dashboards need PostgreSQL (stack.database is sqlite)"
@@ -482,8 +471,9 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
         state.notes["grafana"] = "not installed here (no `grafana` on PATH): run it with `docker compose up grafana`"
     else:
         grafana_url = f"http://127.0.0.1:{stacked.stack.grafana_port}"
-        grafana = grafana_process(stacked, run, env, server_url, keys)
-        _start_and_wait(state, run, grafana, grafana_url, f"{grafana_url}/api/health", 120)
+        health = f"{grafana_url}/api/health"
+        grafana = _launch(state, run, grafana_process(stacked, run, env, server_url, keys), grafana_url, health)
+        services.wait_http(health, grafana, timeout=120)
         say(f"grafana is up at {grafana_url}")
     state.save(run)
 

@@ -4,18 +4,22 @@ service builds, mounts, runs and reads exists in the project and in .env.example
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
-from mlops.core import config, payload
+from mlops.core import config, payload, services, store
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -233,3 +237,55 @@ def test_platform_services_get_a_valid_configuration(compose: dict[str, Any], en
         assert settings.secrets.reload_token == "placeholder" and settings.secrets.retrain_token == "placeholder"
         assert settings.serving.url == "http://predictor:8080"
     assert config.load(environ={"MLOPS_ROOT": str(ROOT)}).serving.port == 8080  # the port the compose predictor uses
+
+
+@pytest.mark.postgres
+def test_postgres_init_script_creates_the_stores_and_a_read_only_role(postgres_server: str) -> None:
+    """The compose init script, run for real (twice: it is idempotent) against a real PostgreSQL server."""
+    server = sa.make_url(store.normalise_url(postgres_server))
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        "MLFLOW_DB": f"init_mlflow_{suffix}",
+        "MAGE_DB": f"init_mage_{suffix}",
+        "MONITORING_DB": f"init_monitoring_{suffix}",
+        "GRAFANA_DB_USER": f"init_reader_{suffix}",
+        "GRAFANA_DB_PASSWORD": secrets.token_hex(12),
+    }
+    env = {
+        **os.environ,
+        **names,
+        "POSTGRES_USER": str(server.username),
+        "PGHOST": str(server.host or server.query["host"]),
+        "PGPORT": str(server.port or 5432),
+        "PGPASSWORD": server.password or "",
+    }
+    script = ROOT / "images" / "postgres" / "init" / "10-mlops-databases.sh"
+    try:
+        for _ in range(2):
+            result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+        for key in ("MLFLOW_DB", "MAGE_DB", "MONITORING_DB"):
+            assert services.database_exists(postgres_server, names[key])
+        monitoring = server.set(database=names["MONITORING_DB"]).render_as_string(hide_password=False)
+        store.migrate(monitoring)  # the tables come later, created by the platform as the owner
+        reader = sa.create_engine(
+            server.set(
+                username=names["GRAFANA_DB_USER"],
+                password=names["GRAFANA_DB_PASSWORD"],
+                database=names["MONITORING_DB"],
+            )
+        )
+        try:
+            with reader.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM monitoring.predictions")).scalar() == 0
+                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                    conn.execute(sa.text("DELETE FROM monitoring.alerts"))
+        finally:
+            reader.dispose()
+    finally:
+        for key in ("MLFLOW_DB", "MAGE_DB", "MONITORING_DB"):
+            services.drop_database(postgres_server, names[key])
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{names["GRAFANA_DB_USER"]}"'))
+        admin.dispose()

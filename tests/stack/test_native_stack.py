@@ -96,7 +96,7 @@ def test_up_refuses_a_port_in_use_and_starts_nothing(folder: Path, bank_csv: Pat
 
 def test_every_service_answers_its_health_endpoint(running: stack.State, stack_env: dict[str, str]) -> None:
     names = [s.name for s in running.services]
-    assert names == ["postgres", "mlflow", "mage", "predictor", "streamlit"]
+    assert names == ["postgres", "mlflow", "mage", "streamlit", "predictor"]  # the predictor waits for MLflow
     assert running.database == "postgres"  # the system binaries, run as the `postgres` user when root
     by_name = {s.name: s for s in running.services}
     assert services.postgres_reachable(by_name["postgres"].health)
@@ -183,7 +183,7 @@ def test_down_leaves_no_process_behind(running: stack.State, stack_env: dict[str
     assert len(members) > len(running.services)  # the servers' workers and backends are in the groups too
     result = mlops("down", env=stack_env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "stopped: streamlit" in result.stdout and "postgres" in result.stdout
+    assert all(f"{s.name} (" in result.stdout for s in running.services), result.stdout
     alive = [p for p in members if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == [], [psutil.Process(p).cmdline() for p in alive]
     for service in running.services:
