@@ -479,15 +479,23 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
 
 
 def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
-    """Stop the recorded process groups, last started first; skip any whose pid is no longer ours.
+    """Stop the recorded process groups; skip any whose pid is no longer the process that was started.
 
-    Returns what was stopped, each with the seconds it took to go.
+    The servers are signalled together (each shuts down on its own clock), PostgreSQL last, once its
+    clients are gone. Returns what was stopped, each with the seconds it took to go.
     """
+    began = time.monotonic()
+    running = [s for s in reversed(state.services) if s.is_running()]
+    servers = [s for s in running if s.name != "postgres"]
     stopped = []
-    for service in reversed(state.services):
-        if not service.is_running():
+    for service in servers:
+        _signal_group(service.pid, service.signal)
+    for service in servers:
+        services.stop_group(service.pid, timeout)
+        stopped.append(f"{service.name} ({time.monotonic() - began:.0f} s)")
+    for service in running:
+        if service.name != "postgres":
             continue
-        began = time.monotonic()
         if service.url == "embedded":
             _stop_postmaster(service, timeout)
         else:
@@ -499,9 +507,8 @@ def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    if sig != signal.SIGTERM:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(os.getpgid(pid), sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(os.getpgid(pid), sig)
 
 
 def _stop_postmaster(service: Service, timeout: float) -> None:

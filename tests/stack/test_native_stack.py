@@ -4,6 +4,7 @@ health endpoint, a pipeline triggered through the Mage API completes, and `down`
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -175,6 +176,19 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_embedded_postgres_is_stopped_by_its_recorded_postmaster(tmp_path: Path) -> None:
+    """Without usable system binaries `up` runs pgserver's PostgreSQL, a daemon: `down` fast-stops its postmaster."""
+    pid, url = stack.start_embedded_postgres(tmp_path)
+    service = stack.Service("postgres", pid, psutil.Process(pid).create_time(), "embedded", url, "", signal.SIGINT)
+    try:
+        assert stack.healthy(service)
+        assert [name.split()[0] for name in stack.stop(stack.State("embedded", [service]), tmp_path)] == ["postgres"]
+        assert not service.is_running()
+    finally:
+        if service.is_running():
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_down_leaves_no_process_behind(running: stack.State, stack_env: dict[str, str]) -> None:
