@@ -292,7 +292,7 @@ def rollback_aliases(settings: Settings) -> Decision:
         name,
         restored,
         demoted,
-        f"rollback: version {demoted} replaced by the previous champion {restored}",
+        f"version {demoted} replaced by the previous champion {restored}",
         details={"previous_champion_after": str(older_version.version) if older_version else None},
     )
     record_event(settings, decision, registry.CHAMPION)
