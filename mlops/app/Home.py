@@ -21,7 +21,9 @@ with predictor_column:
         ready, reason = client.ready()
         if ready:
             served = client.model()
-            st.metric("Serving", f"{served.name} v{served.version}", served.family, delta_color="off")
+            st.metric(
+                "Serving", f"{served.name} v{served.version}", served.family, delta_color="off", delta_arrow="off"
+            )
             st.caption(f"Threshold {served.threshold:.3f}, trained {served.trained_at}. {settings.serving.url}")
         else:
             st.warning(f"Up at {settings.serving.url} but not ready: {reason}")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from mlops.core import campaign, config, deploy, monitoring, payload, registry, services, serving, store
+from mlops.core import campaign, config, deploy, monitoring, payload, registry, retrain, services, serving, store
 from mlops.core.predictor_client import PredictorClient
 
 APP = Path(__file__).resolve().parents[2] / "mlops" / "app"
@@ -35,6 +35,19 @@ PAGES = {
     "campaign": APP / "pages" / "5_Campaign_planner.py",
 }
 LOGGED_RECORDS = 300
+# What Grafana's webhook sends when the prediction-drift alert fires (the fields the receiver reads).
+FIRING = {
+    "status": "firing",
+    "groupKey": '{}/{}:{alertname="prediction_drift"}',
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "prediction_drift"},
+            "fingerprint": "0a1b2c3d4e5f6071",
+            "startsAt": "2026-11-20T10:15:00Z",
+        }
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ class AppPlatform:
     client: PredictorClient
 
 
-def page(name: str, timeout: float = 60) -> AppTest:
+def page(name: str, timeout: float = 180) -> AppTest:
     return AppTest.from_file(str(PAGES[name]), default_timeout=timeout)
 
 
@@ -120,6 +133,8 @@ def app_platform(
         )
         for batch in app_settings.dataset.split.batches:
             monitoring.monitor(app_settings, batch=batch)
+        alert = retrain.receive(app_settings, FIRING)
+        retrain.record_outcome(app_settings, alert.alert_id, "received by the app tests; no retrain was run")
         predictor = PredictorClient(env["MLOPS_SERVING__URL"], timeout=60)
         labeled = campaign.latest_labeled(app_settings).frame
         records = labeled[app_settings.dataset.features].head(LOGGED_RECORDS)

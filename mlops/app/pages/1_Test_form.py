@@ -75,6 +75,7 @@ if "result" in st.session_state:
         "call" if scored.decision else "do not call",
         f"threshold {served.threshold:.3f}",
         delta_color="off",
+        delta_arrow="off",
     )
     c.metric("Model version", f"v{version}")
     if explanation is None:

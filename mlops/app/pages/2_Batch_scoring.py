@@ -64,8 +64,12 @@ if result.scored_rows:
         mime="text/csv",
         type="primary",
     )
-    st.markdown(f"{int(scored['decision'].astype(str).str.lower().eq('true').sum()):,} clients to call (preview):")
-    st.dataframe(scored.head(200), hide_index=True)
+    to_call = scored["decision"].astype(str).str.lower().eq("true")
+    st.markdown(f"**{int(to_call.sum()):,}** of {len(scored):,} clients are above the threshold: call them.")
+    first = ["probability", "decision"]
+    preview = scored[first + [c for c in scored.columns if c not in first]].sort_values("probability", ascending=False)
+    st.caption("Preview, most likely subscribers first:")
+    st.dataframe(preview.head(200), hide_index=True)
 
 if result.invalid:
     st.subheader("Rejected rows")

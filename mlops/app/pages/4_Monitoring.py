@@ -19,7 +19,7 @@ if runs.empty:
 else:
     runs["run"] = runs["id"].astype(str) + " · " + runs["batch"]
     long = runs.melt(
-        id_vars=["computed_at", "run", "model_version"],
+        id_vars=["id", "computed_at", "run", "model_version"],
         value_vars=["drifted_share", "prediction_drift", "missing_share"],
         var_name="measure",
         value_name="value",
@@ -28,10 +28,10 @@ else:
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("computed_at:T", title="computed at"),
+            x=alt.X("run:N", sort=alt.EncodingSortField("id"), title="monitor run (id · batch), oldest first"),
             y=alt.Y("value:Q", title=None),
             color=alt.Color("measure:N", title=None),
-            tooltip=["run", "model_version", "measure", alt.Tooltip("value:Q", format=".3f")],
+            tooltip=["run", "computed_at", "model_version", "measure", alt.Tooltip("value:Q", format=".3f")],
         )
     )
     threshold = (
@@ -115,14 +115,13 @@ st.subheader("Alerts and retraining")
 with ui.section(stop=True):
     alerts = insights.alert_history(url)
     events = insights.model_history(url)
-left, right = st.columns(2)
-left.markdown("**Alerts received**")
+st.markdown("**Alerts received** (Grafana's webhook) and what was done about them")
 if alerts.empty:
-    left.info("No alert has fired.")
+    st.info("No alert has fired.")
 else:
-    left.dataframe(alerts, hide_index=True)
-right.markdown("**Model events** (registrations, promotions, rejections, rollbacks)")
+    st.dataframe(alerts, hide_index=True)
+st.markdown("**Model events**: promotions, rejections and rollbacks by deploy and retrain")
 if events.empty:
-    right.info("No model event yet.")
+    st.info("No model event yet.")
 else:
-    right.dataframe(events, hide_index=True)
+    st.dataframe(events, hide_index=True)

@@ -52,19 +52,18 @@ with ui.section(stop=True):
 
 population = len(y)
 st.caption(
-    f"Measured on **{labeled.name}** ({population:,} clients with known outcomes, {sum(y):,} subscribed), "
-    "data the model was not trained on."
+    f"Measured on **{labeled.name}**, the newest data with known outcomes ({population:,} clients, "
+    f"{sum(y):,} subscribed)."
 )
 calls = st.slider("Budget: number of calls", 1, population, max(1, population // 10), step=max(1, population // 200))
 result = campaign.plan(y, proba, calls)
 
+st.markdown(f"**Subscriptions from {calls:,} calls**")
 a, b, c, d = st.columns(4)
-a.metric(
-    "Subscriptions, top N by score", f"{result.by_model:,}", f"{result.by_model - result.at_random:+,.0f} vs random"
-)
-b.metric("Subscriptions, N at random (expected)", f"{result.at_random:,.0f}")
+a.metric("Top N by score", f"{result.by_model:,}", f"{result.by_model - result.at_random:+,.0f} vs random")
+b.metric("N at random (expected)", f"{result.at_random:,.0f}")
 c.metric("Lift", f"{result.lift:.2f}x")
-d.metric("Share of all subscribers reached", f"{result.share_found:.1%}")
+d.metric("Subscribers reached", f"{result.share_found:.1%}", help="share of all the subscribers in the data")
 st.caption(f"The model's own probabilities expect {result.model_expected:,.0f} subscriptions from its top {calls:,}.")
 
 curve = campaign.gain_curve(y, proba)
