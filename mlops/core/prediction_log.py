@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from mlops.core import store
 
 log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".jsonl"
+BULK_ROWS = 5000  # rows per INSERT statement (one JSON document each)
 CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
 
 
@@ -141,19 +141,35 @@ class PredictionLog:
 
     def _connect(self) -> Engine:
         if self._engine is None:
-            self._engine = store.engine(self.url)
+            engine = store.engine(self.url)
+            if engine.dialect.name == "postgresql":  # an unreachable host must fail fast, not hang the writer
+                engine.dispose()
+                engine = sa.create_engine(
+                    store.normalise_url(self.url), pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                )
+            self._engine = engine
         if not self._migrated:
             store.migrate(self.url)  # idempotent; also recreates the tables of a recreated database
             self._migrated = True
         return self._engine
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """One statement per chunk: the rows travel as one JSON document that the database unpacks
+        (~30x faster than an executemany of as many rows, which matters for 100k-row batches)."""
         engine = self._connect()
-        statement = _insert_ignoring_duplicates(engine)
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
+        statement = _bulk_insert_statement(engine)
+        to_db_time = store.predictions.c.scored_at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        chunk_size = max(self.batch_size, BULK_ROWS)
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start : start + chunk_size]
+            document = json.dumps(
+                [
+                    {**row, "scored_at": to_db_time(row["scored_at"]) if to_db_time else row["scored_at"].isoformat()}
+                    for row in chunk
+                ]
+            )
             with engine.begin() as conn:
-                conn.execute(statement, chunk)
+                conn.execute(statement, {"rows": document})
             self.written += len(chunk)
         # A failure after some chunks committed spools all rows: the replay skips those already stored.
 
@@ -196,13 +212,35 @@ class PredictionLog:
                     path.rename(path.with_name(path.name.split(CLAIM_MARK, 1)[0]))
 
 
-def _insert_ignoring_duplicates(engine: Engine) -> Any:
-    keys = ["request_id", "record_index"]
+_COLUMNS = (
+    "request_id",
+    "record_index",
+    "scored_at",
+    "model_name",
+    "model_version",
+    "inputs",
+    "probability",
+    "decision",
+)
+
+
+def _bulk_insert_statement(engine: Engine) -> sa.TextClause:
+    """``INSERT .. SELECT`` from a JSON array of rows, skipping ``(request_id, record_index)`` already stored."""
+    columns = ", ".join(_COLUMNS)
     if engine.dialect.name == "postgresql":
-        return postgresql.insert(store.predictions).on_conflict_do_nothing(index_elements=keys)
-    if engine.dialect.name == "sqlite":
-        return sqlite.insert(store.predictions).on_conflict_do_nothing(index_elements=keys)
-    return sa.insert(store.predictions)
+        return sa.text(
+            f"INSERT INTO {store.predictions.fullname} ({columns}) SELECT {columns} "
+            "FROM json_to_recordset(CAST(:rows AS json)) AS r(request_id text, record_index integer, "
+            "scored_at timestamptz, model_name text, model_version text, inputs json, probability float8, "
+            "decision boolean) ON CONFLICT (request_id, record_index) DO NOTHING"
+        )
+    if engine.dialect.name == "sqlite":  # no schemas on SQLite (see store.engine)
+        extracted = ", ".join(f"json_extract(value, '$.{name}')" for name in _COLUMNS)
+        return sa.text(
+            f"INSERT INTO {store.predictions.name} ({columns}) SELECT {extracted} FROM json_each(:rows) "
+            "WHERE true ON CONFLICT (request_id, record_index) DO NOTHING"
+        )
+    raise ValueError(f"the prediction log supports PostgreSQL and SQLite, not {engine.dialect.name}")
 
 
 def _row_from_json(line: str) -> dict[str, Any]:

@@ -12,8 +12,9 @@ pipeline itself, and both paths are checked against ``pipeline.predict_proba`` b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from mlops.core.config import Dataset
 from mlops.core.features import frame_from_records
 
 Record = Mapping[str, Any]
+FEW_RECORDS = 8  # up to this many records, encoding in plain Python beats building numpy blocks
 PARITY_TOLERANCE = 1e-9  # the compiled path must match the pipeline to float rounding (it is exact in practice)
 
 
@@ -41,12 +43,29 @@ class Scorer(Protocol):
     def predict(self, records: Sequence[Record]) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class NumericBlock:
     columns: list[str]
     fill: np.ndarray  # the imputer's medians, one per column
     mean: np.ndarray | None  # StandardScaler, when the family scales
     scale: np.ndarray | None
+
+    @property
+    def fill_list(self) -> list[float]:
+        return self._lists[0]
+
+    @property
+    def mean_list(self) -> list[float] | None:
+        return self._lists[1]
+
+    @property
+    def scale_list(self) -> list[float] | None:
+        return self._lists[2]
+
+    @cached_property
+    def _lists(self) -> tuple[list[float], list[float] | None, list[float] | None]:
+        as_list = lambda a: None if a is None else [float(v) for v in a]  # noqa: E731
+        return [float(v) for v in self.fill], as_list(self.mean), as_list(self.scale)
 
 
 @dataclass(frozen=True)
@@ -120,9 +139,35 @@ class CompiledScorer:
         for block in categorical:
             self.output_features += [block.column] * block.width
 
+    def _encode_few(self, records: Sequence[Record]) -> np.ndarray:
+        """A few records in plain Python floats: the same IEEE double arithmetic as numpy, without the
+        per-call overhead of building arrays column block by column block."""
+        rows = []
+        for record in records:
+            row = [0.0] * self.width
+            offset = 0
+            if self.numeric is not None:
+                block = self.numeric
+                for j, name in enumerate(block.columns):
+                    value = record[name]
+                    value = block.fill_list[j] if value is None else float(value)
+                    if block.mean_list is not None and block.scale_list is not None:
+                        value = (value - block.mean_list[j]) / block.scale_list[j]
+                    row[j] = value
+                offset = len(block.columns)
+            for cat in self.categorical:
+                position = cat.index.get(record[cat.column], -1)
+                if position >= 0:
+                    row[offset + position] = 1.0
+                offset += cat.width
+            rows.append(row)
+        return np.array(rows, dtype="float64").reshape(len(records), self.width)
+
     def encode(self, records: Sequence[Record]) -> np.ndarray:
         """Every record must hold every feature; a missing value is ``None`` (as JSON ``null`` parses)."""
         n = len(records)
+        if n <= FEW_RECORDS:
+            return self._encode_few(records)
         out = np.zeros((n, self.width), dtype="float64")
         offset = 0
         if self.numeric is not None:
@@ -148,7 +193,28 @@ class CompiledScorer:
         return out
 
     def predict(self, records: Sequence[Record]) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(self.encode(records))[:, 1])
+        encoded = self.encode(records)
+        if self._booster is not None:
+            return np.asarray(self._booster(encoded))
+        return np.asarray(self.estimator.predict_proba(encoded)[:, 1])
+
+    @cached_property
+    def _booster(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """XGBoost's binary classifier: what its predict_proba computes for class 1, without the wrapper's
+        per-call checks (a few hundred microseconds on one record)."""
+        estimator = self.estimator
+        if type(estimator).__name__ != "XGBClassifier" or estimator.objective != "binary:logistic":
+            return None
+        booster = estimator.get_booster()
+        iteration_range = estimator._get_iteration_range(None)
+        missing = estimator.missing
+
+        def predict(encoded: np.ndarray) -> np.ndarray:
+            return booster.inplace_predict(
+                encoded, iteration_range=iteration_range, predict_type="value", missing=missing
+            )
+
+        return predict
 
 
 class PipelineScorer:

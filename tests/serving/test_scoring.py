@@ -47,6 +47,8 @@ def test_compiled_scorer_equals_the_pipeline(family, split, fitted, plain_settin
     compiled = scoring.compile_pipeline(pipeline)
     expected = pipeline.predict_proba(features.normalise(rest, plain_settings.dataset))[:, 1]
     assert np.max(np.abs(compiled.predict(records) - expected)) <= 1e-12
+    for i in range(30):  # single records take the plain-Python encoding
+        assert compiled.predict(records[i : i + 1])[0] == expected[i]
     # The encoding itself is the ColumnTransformer's, column for column.
     head = records[:500]
     transformed = pipeline[:-1].transform(features.frame_from_records(head, plain_settings.dataset))
