@@ -42,12 +42,23 @@ with database_column:
         counts = insights.table_counts(settings.monitoring_db)
         st.metric("Predictions logged", f"{counts['predictions']:,}")
         st.caption(
-            f"{counts['monitor_runs']} monitor runs, {counts['alerts']} alerts, {counts['model_events']} model events."
+            f"Monitor runs: {counts['monitor_runs']} · alerts: {counts['alerts']} · "
+            f"model events: {counts['model_events']}. {insights.hide_password(settings.monitoring_db)}"
         )
 
 st.divider()
-st.page_link("pages/1_Test_form.py", label="Test form: score one client and see why", icon="🧪")
-st.page_link("pages/2_Batch_scoring.py", label="Batch scoring: upload a CSV, download it scored", icon="📄")
-st.page_link("pages/3_Models.py", label="Models: versions, metrics, curves, feature importance", icon="🏷️")
-st.page_link("pages/4_Monitoring.py", label="Monitoring: drift, predictions, alerts, retraining", icon="📈")
-st.page_link("pages/5_Campaign_planner.py", label="Campaign planner: how many calls, how many subscriptions", icon="📞")
+st.page_link("pages/1_Test_form.py", label="Test form: score one client and see why", icon=":material/science:")
+st.page_link(
+    "pages/2_Batch_scoring.py", label="Batch scoring: upload a CSV, download it scored", icon=":material/upload_file:"
+)
+st.page_link(
+    "pages/3_Models.py", label="Models: versions, metrics, curves, feature importance", icon=":material/inventory_2:"
+)
+st.page_link(
+    "pages/4_Monitoring.py", label="Monitoring: drift, predictions, alerts, retraining", icon=":material/monitoring:"
+)
+st.page_link(
+    "pages/5_Campaign_planner.py",
+    label="Campaign planner: how many calls, how many subscriptions",
+    icon=":material/call:",
+)

@@ -41,7 +41,8 @@ class ServiceUnavailable(RuntimeError):
         self.detail = detail
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """The database URL fit to show: its password masked."""
     try:
         return sa.make_url(store.normalise_url(url)).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -64,10 +65,10 @@ def _query(url: str, statement: sa.Executable) -> pd.DataFrame:
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except sa.exc.OperationalError as exc:
         if "no such table" in str(exc):  # SQLite without the schema yet
-            raise ServiceUnavailable(DATABASE, _hide_password(url), "its tables do not exist yet") from exc
-        raise ServiceUnavailable(DATABASE, _hide_password(url), str(exc.orig).strip().splitlines()[0]) from exc
+            raise ServiceUnavailable(DATABASE, hide_password(url), "its tables do not exist yet") from exc
+        raise ServiceUnavailable(DATABASE, hide_password(url), str(exc.orig).strip().splitlines()[0]) from exc
     except sa.exc.ProgrammingError as exc:  # PostgreSQL without the schema yet
-        raise ServiceUnavailable(DATABASE, _hide_password(url), "its tables do not exist yet") from exc
+        raise ServiceUnavailable(DATABASE, hide_password(url), "its tables do not exist yet") from exc
 
 
 def check_database(url: str) -> None:

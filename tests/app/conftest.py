@@ -112,6 +112,7 @@ def app_platform(
         "MLOPS_SERVING__PAYLOAD_DIR": str(folder / "predictor"),
         "MLOPS_SERVING__SPOOL_DIR": str(folder / "spool"),
         "MLOPS_DEPLOY__START_PREDICTOR": "false",
+        "MLOPS_MONITORING__REPORTS_DIR": str(folder / "reports"),
     }
     proc: services.ManagedProcess | None = None
     with _environment(env):  # only while setting up: other test folders must not see these overrides
