@@ -15,7 +15,7 @@ MLOPS_DATASET__SOURCE__PATH ?= $(abspath $(SHARED_CSV))
 export MLOPS_DATASET__SOURCE__PATH
 endif
 
-.PHONY: setup demo test lint typecheck bench screenshots clean
+.PHONY: setup demo test lint typecheck bench soak screenshots clean
 
 setup: $(STAMP)  ## build .venv from uv.lock (a second run does nothing)
 
@@ -37,6 +37,9 @@ lint: setup
 
 bench: setup  ## benchmarks (not tests): print tables, write benchmarks/results/*.json
 	$(BIN)/python -m benchmarks
+
+soak: setup  ## reliability soak: 1,000+ fuzz cases, load without loss, fault drills -> benchmarks/results/reliability.json
+	$(BIN)/python -m benchmarks soak
 
 screenshots: setup  ## start the app against the running services; headless Chromium PNGs of each page into images/
 	$(BIN)/python -m mlops.app.screenshots --out images

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import requests
 import sqlalchemy as sa
 
@@ -90,6 +91,24 @@ def wait_for_rows(url: str, expected: int, timeout: float = 60.0) -> int:
         time.sleep(0.5)
         count = logged_rows(url)
     return count
+
+
+def listening(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the process group led by ``pid``."""
+    group = os.getpgid(pid)
+    pids = {p.pid for p in psutil.process_iter() if _pgid(p.pid) == group}
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 # ---- load ------------------------------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""Load without loss, and fault drills: the monitoring database stopped under load, MLflow stopped, a
+monitoring batch that is corrupt or breaks the schema."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mlops.core import config, deploy, monitoring, prediction_log, services, store
+
+from .conftest import Predictor
+from .drills import ThrowawayPostgres, load, logged_rows, wait_for_rows
+
+pytestmark = [pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def monitoring_db(throwaway_postgres: ThrowawayPostgres) -> str:
+    return throwaway_postgres.database("load")
+
+
+RELOAD_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def predictor(start_predictor: Callable[..., Predictor], small_payload: Path, monitoring_db: str) -> Predictor:
+    env = {"MLOPS_STORES__MONITORING_DB": monitoring_db, "MLOPS_SECRETS__RELOAD_TOKEN": RELOAD_TOKEN}
+    return start_predictor(small_payload, env=env)
+
+
+def test_every_scored_record_is_logged_under_load(
+    predictor: Predictor, monitoring_db: str, sample_records: list[dict[str, Any]]
+) -> None:
+    before = logged_rows(monitoring_db)
+    result = load(predictor.url, sample_records, threads=8, per_thread=40)
+    assert result.errors == [] and dict(result.statuses) == {200: result.requests_sent}
+    assert result.requests_sent == 320
+    assert wait_for_rows(monitoring_db, before + result.records_sent) == before + result.records_sent
+    assert logged_rows(monitoring_db, result.request_ids) == result.records_sent
+    latency = result.percentiles()
+    assert latency["p50"] < 1000, latency  # loose: two shared cores; the soak records the real numbers
+
+
+def test_the_database_stopped_under_load_loses_nothing(
+    predictor: Predictor,
+    monitoring_db: str,
+    throwaway_postgres: ThrowawayPostgres,
+    sample_records: list[dict[str, Any]],
+) -> None:
+    before = logged_rows(monitoring_db)
+    spooled_while_down: list[int] = []
+
+    def outage() -> None:
+        time.sleep(1.0)
+        throwaway_postgres.stop()
+        time.sleep(4.0)  # the load goes on against a dead database
+        spooled_while_down.append(len(prediction_log.spooled_files(predictor.spool_dir)))
+        throwaway_postgres.start()
+
+    try:
+        result = load(predictor.url, sample_records, threads=8, per_thread=60, during=outage)
+    finally:
+        if not services.postgres_reachable(throwaway_postgres.server_url):
+            throwaway_postgres.start()
+    assert result.errors == [] and dict(result.statuses) == {200: result.requests_sent}  # it kept answering
+    assert spooled_while_down and spooled_while_down[0] > 0, "nothing was spooled while the database was down"
+    expected = before + result.records_sent
+    assert wait_for_rows(monitoring_db, expected, timeout=90) == expected  # replayed, no row lost or doubled
+    assert logged_rows(monitoring_db, result.request_ids) == result.records_sent
+    deadline = time.monotonic() + 30
+    while prediction_log.spooled_files(predictor.spool_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert prediction_log.spooled_files(predictor.spool_dir) == []
+
+
+# ---- MLflow stopped ---------------------------------------------------------------------------------------
+
+
+def test_mlflow_stopped_the_predictor_serves_its_pinned_model_and_deploy_fails_cleanly(
+    predictor: Predictor,
+    settings: config.Settings,
+    sample_records: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MLflow down: nothing listens where the tracking URI points (the predictor was started without it too)
+    port = services.free_port()
+    url = f"http://127.0.0.1:{port}"
+    assert not services.port_in_use(port)
+    served = predictor.get("/model").json()["version"]
+    # The predictor scores from its payload: no MLflow on the request path, nor on a reload.
+    assert predictor.post("/predict", json=sample_records[:3]).status_code == 200
+    reload = predictor.post("/reload", headers={"Authorization": f"Bearer {RELOAD_TOKEN}"})
+    assert reload.status_code == 202, reload.text
+    time.sleep(2)  # new workers load the payload from disk
+    services.wait_http(f"{predictor.url}/ready", predictor.process, timeout=60)
+    assert predictor.post("/predict", json=sample_records[:3]).status_code == 200
+    assert predictor.get("/model").json()["version"] == served
+
+    # Deploy against the stopped server: an error that names the server, quickly, and nothing changed.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    payload = settings.serving.model_copy(update={"payload_dir": predictor.spool_dir.parent / "deploy-payload"})
+    offline = settings.model_copy(
+        update={"stores": settings.stores.model_copy(update={"tracking_uri": url}), "serving": payload}
+    )
+    started = time.monotonic()
+    with pytest.raises(Exception) as failure:  # whatever MLflow raises; the message is checked
+        deploy.promote_if_better(offline)
+    assert time.monotonic() - started < 120
+    message = str(failure.value)
+    print(f"deploy with MLflow down: {failure.type.__name__}: {message[:400]}")
+    assert url.split("//", 1)[1] in message and ("refused" in message.lower() or "connect" in message.lower()), message
+    assert not (predictor.spool_dir.parent / "deploy-payload").exists()  # no half-written payload
+    assert predictor.post("/predict", json=sample_records[0]).status_code == 200
+
+
+# ---- monitoring batches -----------------------------------------------------------------------------------
+
+
+def monitor_counts(url: str) -> tuple[int, int]:
+    eng = store.engine(url)
+    try:
+        with eng.connect() as conn:
+            runs = conn.execute(sa.select(sa.func.count()).select_from(store.monitor_runs)).scalar_one()
+            cols = conn.execute(sa.select(sa.func.count()).select_from(store.column_drift)).scalar_one()
+    finally:
+        eng.dispose()
+    return int(runs), int(cols)
+
+
+@pytest.fixture(scope="module")
+def monitor_settings(
+    throwaway_postgres: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> config.Settings:
+    import os
+
+    folder = tmp_path_factory.mktemp("monitor")
+    (folder / "prepared" / "batches").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "MLOPS_STORES__MONITORING_DB": throwaway_postgres.database("monitor"),
+        "MLOPS_PATHS__WORK_DIR": str(folder),
+        "MLOPS_MONITORING__REPORTS_DIR": str(folder / "reports"),
+    }
+    settings = config.load(environ=env)
+    store.migrate(settings.monitoring_db)
+    return settings
+
+
+def test_a_truncated_batch_file_fails_clearly_and_writes_nothing(monitor_settings: config.Settings, bank_frame) -> None:  # type: ignore[no-untyped-def]
+    batches = monitor_settings.prepared_dir / "batches"
+    batches.mkdir(parents=True, exist_ok=True)
+    whole = batches / "whole.parquet"
+    bank_frame.head(2000).to_parquet(whole, index=False)
+    (batches / "truncated.parquet").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    before = monitor_counts(monitor_settings.monitoring_db)
+    with pytest.raises(monitoring.MonitorInputError, match="'truncated' cannot be read"):
+        monitoring.monitor(monitor_settings, batch="truncated")
+    assert monitor_counts(monitor_settings.monitoring_db) == before
+
+
+def test_a_write_that_fails_half_way_leaves_no_partial_rows(monitor_settings: config.Settings) -> None:
+    """The run row and its column rows are one transaction: a column row the database refuses takes the
+    run row with it."""
+    good = monitoring.ColumnDrift("age", "K-S p_value", 0.2, 0.05, False)
+    refused = monitoring.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]  # NOT NULL
+    result = monitoring.MonitorResult(
+        batch="half-written",
+        model_name="m",
+        model_version="1",
+        rows=10,
+        drifted_columns=0,
+        drifted_share=0.0,
+        dataset_drift=False,
+        prediction_drift=0.01,
+        prediction_drift_method="wasserstein",
+        missing_share=0.0,
+        columns=[good, refused],
+        report_uri="file:///nowhere.html",
+    )
+    before = monitor_counts(monitor_settings.monitoring_db)
+    with pytest.raises(sa.exc.IntegrityError):
+        monitoring.write(monitor_settings, result, datetime.now(UTC))
+    assert monitor_counts(monitor_settings.monitoring_db) == before

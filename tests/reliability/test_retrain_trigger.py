@@ -1,0 +1,89 @@
+"""The retrain trigger (a Mage API trigger on a real Mage server) refuses a missing or wrong token: Mage
+answers HTTP 200 with {"error": ...} (FACTS.md), so the proof is that no pipeline run exists afterwards;
+the right token does create one. The server listens on loopback only."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from mlops.core import config, orchestration, services, store
+
+from .drills import listening
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mage, pytest.mark.slow]
+SCHEDULER_SECONDS = 2
+
+
+@dataclass
+class Mage:
+    settings: config.Settings
+    database: str
+    process: services.ManagedProcess
+
+
+@pytest.fixture(scope="module")
+def mage(make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mage]:
+    folder = tmp_path_factory.mktemp("mage")
+    overrides = {
+        "MLOPS_ORCHESTRATION__MAGE_URL": f"http://127.0.0.1:{services.free_port()}",
+        "MLOPS_SECRETS__RETRAIN_TOKEN": secrets.token_hex(16),
+        "MAGE_DATA_DIR": str(folder / "mage_data"),
+    }
+    settings = config.load(environ={**os.environ, **overrides})
+    database = make_database("reliability_mage")
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)  # the bootstrap child and the server read them
+    proc = orchestration.mage_server(settings, database, folder / "mage.log", SCHEDULER_SECONDS)
+    try:
+        orchestration.bootstrap(settings, database)
+        proc.start()
+        services.wait_http(f"{settings.orchestration.mage_url}/api/status", proc, timeout=240)
+        yield Mage(settings, database, proc)
+    finally:
+        proc.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def pipeline_runs(database: str) -> int:
+    eng = sa.create_engine(store.normalise_url(database))
+    try:
+        with eng.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM pipeline_run")).scalar_one())
+    finally:
+        eng.dispose()
+
+
+RESOLVED = {"status": "resolved", "alerts": [{"status": "resolved", "labels": {"alertname": "prediction_drift"}}]}
+
+
+def test_a_missing_or_wrong_token_starts_no_run_and_the_right_one_does(mage: Mage) -> None:
+    url = orchestration.retrain_trigger_url(mage.settings)
+    base, token = url.rsplit("/", 1)
+    for wrong in (f"{base}/not-the-token", f"{base}/{token[:-1]}", f"{base}/{token.upper()}x", f"{base}/", base):
+        response = requests.post(wrong, json=RESOLVED, timeout=30)
+        answer = response.json() if "json" in response.headers.get("Content-Type", "") else {}
+        assert response.status_code != 200 or "error" in answer, (wrong, response.status_code, answer)
+        assert "pipeline_run" not in answer, (wrong, answer)
+    time.sleep(2 * SCHEDULER_SECONDS + 1)  # a run would have been created and picked up by now
+    assert pipeline_runs(mage.database) == 0
+
+    accepted = requests.post(url, json=RESOLVED, timeout=30).json()  # control: the check can see a run
+    assert "pipeline_run" in accepted, accepted
+    assert pipeline_runs(mage.database) == 1
+
+
+def test_mage_listens_on_loopback_only(mage: Mage) -> None:
+    sockets = listening(mage.process.pid)
+    assert sockets and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
