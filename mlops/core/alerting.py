@@ -173,7 +173,8 @@ def _math(expression: str, values: Mapping[str, float | None]) -> bool | None:
 def evaluate(settings: Settings, now: datetime | None = None) -> AlertEvaluation:
     """Evaluate the provisioned alert rule against ``settings.monitoring_db`` as Grafana would."""
     rule = load_rule(settings)
-    end = now or datetime.now(UTC)
+    # Grafana's range is whole seconds: round the end up so that a run written this second is inside it.
+    end = (now or datetime.now(UTC)).replace(microsecond=0) + timedelta(seconds=1)
     start = end - timedelta(seconds=rule.window_seconds)
     url = settings.monitoring_db
     store.migrate(url)

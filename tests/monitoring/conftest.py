@@ -29,7 +29,9 @@ def champion(trained: Any, settings: config.Settings) -> str:
 
 
 @pytest.fixture(scope="module")
-def fresh_settings(make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
+def fresh_settings(
+    platform_env: dict[str, str], make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+) -> config.Settings:
     """The platform's settings with a monitoring database and report folder of this module alone."""
     reports = tmp_path_factory.mktemp("evidently")
     env = {

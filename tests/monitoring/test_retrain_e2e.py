@@ -100,7 +100,7 @@ def versions(settings: config.Settings) -> list[str]:
 
 
 def test_a_wrong_token_starts_nothing(stack: Stack) -> None:
-    url = orchestration.retrain_trigger_url(stack.settings).rsplit("/", 1)[0] + "/not-the-token"
+    url = orchestration.retrain_trigger_url(stack.settings).rsplit("/", 1)[0] + "/notTheToken0"
     answer = requests.post(url, json=webhook("webhook-firing.json"), timeout=30).json()
     assert "error" in answer and "pipeline_run" not in answer
 
