@@ -17,19 +17,15 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import requests
 from rich.table import Table
 
 from mlops.core import evaluation, registry, store
 from mlops.core.config import Settings
 from mlops.core.data import labels, load_split
+from mlops.core.predictor_client import PredictorClient
 
 SOURCE = "test_pipeline"
 CHUNK_ROWS = 5_000  # rows per request: far below the predictor's limits, few round trips
-
-
-class PredictorUnavailable(RuntimeError):
-    """No predictor answers at ``serving.url`` (start it with the deploy pipeline)."""
 
 
 @dataclass(frozen=True)
@@ -62,24 +58,19 @@ def labeled_parts(settings: Settings) -> dict[str, pd.DataFrame]:
 
 
 def score_over_http(settings: Settings, frame: pd.DataFrame, chunk_rows: int = CHUNK_ROWS) -> Served:
-    """Probabilities of every row from ``POST /predict`` (JSON records; missing values as null)."""
-    url = f"{settings.serving.url.rstrip('/')}/predict"
+    """Probabilities of every row from ``POST /predict`` (JSON records; missing values as null).
+
+    Raises :class:`~mlops.core.predictor_client.PredictorUnavailable` when nothing answers or no model is
+    deployed, and refuses results from a predictor that switched models halfway.
+    """
+    client = PredictorClient(settings.serving.url, timeout=120)
     records = json.loads(frame[settings.dataset.features].to_json(orient="records"))
     probabilities: list[float] = []
     answers: set[tuple[str, str, float]] = set()
-    with requests.Session() as session:
-        for start in range(0, len(records), chunk_rows):
-            try:
-                response = session.post(url, json=records[start : start + chunk_rows], timeout=120)
-            except requests.ConnectionError as exc:
-                raise PredictorUnavailable(
-                    f"no predictor answers at {settings.serving.url}: run the deploy pipeline first"
-                ) from exc
-            if response.status_code != 200:
-                raise RuntimeError(f"POST {url} answered HTTP {response.status_code}: {response.text[:500]}")
-            body = response.json()
-            probabilities.extend(float(p["probability"]) for p in body["predictions"])
-            answers.add((str(body["model_name"]), str(body["model_version"]), float(body["threshold"])))
+    for start in range(0, len(records), chunk_rows):
+        answer = client.predict(records[start : start + chunk_rows])
+        probabilities.extend(p.probability for p in answer.predictions)
+        answers.add((answer.model_name, answer.model_version, answer.threshold))
     if len(answers) != 1:
         raise RuntimeError(f"the predictor switched models while being tested: {sorted(answers)}")
     (name, version, threshold) = answers.pop()

@@ -42,8 +42,18 @@ CONFIG_FILE = "config.yaml"
 PACKAGE = Path(__file__).resolve().parents[1]  # the mlops package folder
 # The predictor's entry module; its module-level imports decide the image's requirements.
 SERVING_MODULE = "serving"
-# Distributions the served model or the server need although serving.py does not import them.
-RUNTIME_DISTRIBUTIONS = ("gunicorn", "scikit-learn", "xgboost", "skops", "cloudpickle", "numpy", "pandas")
+# Distributions the served model or the server need although serving.py does not import them: the server,
+# what unpickling the model loads, and the PostgreSQL driver SQLAlchemy picks from the monitoring DB's URL.
+RUNTIME_DISTRIBUTIONS = (
+    "gunicorn",
+    "scikit-learn",
+    "xgboost",
+    "skops",
+    "cloudpickle",
+    "numpy",
+    "pandas",
+    "psycopg2-binary",
+)
 # The `mlflow` module is provided by several distributions: the skinny client loads models,
 # the full one only adds the tracking server, which the predictor never runs.
 PREFERRED_DISTRIBUTION = {"mlflow": "mlflow-skinny"}

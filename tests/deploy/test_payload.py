@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, data, features, payload, registry, schema
+from mlops.core import config, data, features, payload, registry, schema, services
 from tests.deploy.conftest import payload_folder
 
 CONTRACT_KEYS = {
@@ -121,3 +123,51 @@ def test_rewriting_switches_model_json_and_prunes_old_model_dirs(
     # the model just replaced stays for a worker booting from the old model.json; older ones go
     assert {p.name for p in folder.glob("model-*")} == {f"model-{second}", f"model-{third}"}
     assert payload_folder(scenario_settings) == folder
+
+
+def uv_command() -> list[str]:
+    found = shutil.which("uv")
+    return [found] if found else [sys.executable, "-m", "uv"]
+
+
+def test_the_payload_serves_alone_from_its_pinned_requirements(
+    written: tuple[Path, str], scenario_settings: config.Settings, tmp_path: Path
+) -> None:
+    """What `docker build` would give, without Docker: a fresh venv with only requirements.txt, gunicorn
+    started in the payload folder as the Dockerfile's CMD does, no repository on the path."""
+    folder, _ = written
+    version = json.loads((folder / "model.json").read_text())["version"]  # whichever an earlier test left
+    venv = tmp_path / "venv"
+    subprocess.run([*uv_command(), "venv", "-q", "--python", sys.executable, str(venv)], check=True, timeout=300)
+    install = subprocess.run(
+        [*uv_command(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-r", "requirements.txt"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    port = services.free_port()
+    image_env = {
+        "MLOPS_ROOT": str(folder),
+        "MLOPS_CONFIG": str(folder / "config.yaml"),
+        "MLOPS_SERVING__PAYLOAD_DIR": str(folder),
+        "MLOPS_SERVING__PORT": str(port),
+        "MLOPS_SERVING__SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    command = [str(venv / "bin" / "gunicorn"), "--config", "gunicorn.conf.py", "app:app"]
+    proc = services.ManagedProcess("payload-predictor", command, tmp_path / "predictor.log", image_env, cwd=folder)
+    proc.start()
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout=240)
+        test = data.load_split(scenario_settings, "test").head(50)
+        records = json.loads(test[scenario_settings.dataset.features].to_json(orient="records"))
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json=records, timeout=60).json()
+        served = np.array([p["probability"] for p in answer["predictions"]])
+        expected = registry.load_pipeline(scenario_settings.training.model_name, version).predict_proba(
+            features.normalise(test, scenario_settings.dataset)
+        )[:, 1]
+        assert answer["model_version"] == version
+        assert np.abs(served - expected).max() < 1e-6
+    finally:
+        proc.stop()
