@@ -2,11 +2,13 @@
 
 from mlops.core import config, deploy
 
-if "custom" not in globals():
-    from mage_ai.data_preparation.decorators import custom
+if "transformer" not in globals():
+    from mage_ai.data_preparation.decorators import transformer
 
 
-@custom
+# A transformer, not a custom block: Mage's in-process execute_sync starts only at loader/transformer/exporter
+# roots, and retrain runs this pipeline that way.
+@transformer
 def compare_and_promote(*args, **kwargs) -> dict:
     settings = config.load(kwargs.get("config"))
     decision = deploy.promote_if_better(settings, kwargs.get("holdout"))

@@ -4,11 +4,11 @@ import pandas as pd
 
 from mlops.core import config, model_testing
 
-if "custom" not in globals():
-    from mage_ai.data_preparation.decorators import custom
+if "data_loader" not in globals():
+    from mage_ai.data_preparation.decorators import data_loader
 
 
-@custom
+@data_loader  # a loader (not custom): Mage's in-process execute_sync only starts at loader-like roots
 def evaluate_served_model(*args, **kwargs) -> pd.DataFrame:
     settings = config.load(kwargs.get("config"))
     results = model_testing.evaluate_served(settings)
