@@ -21,7 +21,9 @@ FUZZ_CASES = 200  # the soak (benchmarks/soak.py) sends 1,000+
 
 @pytest.fixture(scope="module")
 def predictor(start_predictor: Callable[..., Predictor], small_payload: Path, throwaway_postgres) -> Predictor:  # type: ignore[no-untyped-def]
-    return start_predictor(small_payload, env={"MLOPS_STORES__MONITORING_DB": throwaway_postgres.database("badinput")})
+    # no reload token configured: /reload is disabled (test_security.py runs one with a token)
+    env = {"MLOPS_STORES__MONITORING_DB": throwaway_postgres.database("badinput"), "MLOPS_SECRETS__RELOAD_TOKEN": ""}
+    return start_predictor(small_payload, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +162,9 @@ def test_schemathesis_finds_no_server_error(predictor: Predictor) -> None:
     assert result.statuses[200] > 0 and result.statuses[422] > 0
     assert result.by_operation["POST /predict"] > FUZZ_CASES / 4
     assert predictor.get("/ready").status_code == 200
+
+
+def test_without_a_configured_token_reload_is_disabled(predictor: Predictor) -> None:
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+        response = predictor.post("/reload", headers=headers)
+        assert response.status_code == 503 and "no token is configured" in response.json()["error"]

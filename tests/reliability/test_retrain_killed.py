@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow]
 # One quick family: the drill is about the process, not the model.
 RETRAIN_ENV = {
     "MLOPS_TRAINING__FAMILIES": "[logistic_regression]",
-    "MLOPS_TRAINING__SEARCH__MAX_TRIALS": "2",
-    "MLOPS_TRAINING__SEARCH__TIME_BUDGET_SECONDS": "10",
+    "MLOPS_TRAINING__SEARCH__MAX_TRIALS": "1",
+    "MLOPS_TRAINING__SEARCH__TIME_BUDGET_SECONDS": "5",
 }
 STARTED = "retrain-started"
 # The retrain pipeline's core, as its blocks call it, for an alert that decided to retrain.
