@@ -12,6 +12,7 @@ pipeline itself, and both paths are checked against ``pipeline.predict_proba`` b
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,7 @@ from mlops.core.config import Dataset
 from mlops.core.features import frame_from_records
 
 Record = Mapping[str, Any]
+BIG_BATCH = 10_000  # from this many records on, the booster predicts with all cores
 FEW_RECORDS = 8  # up to this many records, encoding in plain Python beats building numpy blocks
 PARITY_TOLERANCE = 1e-9  # the compiled path must match the pipeline to float rounding (it is exact in practice)
 
@@ -210,6 +212,9 @@ class CompiledScorer:
         missing = estimator.missing
 
         def predict(encoded: np.ndarray) -> np.ndarray:
+            # Big batches use every core (results do not depend on the thread count); single records one.
+            threads = (os.cpu_count() or 1) if len(encoded) >= BIG_BATCH else 1
+            booster.set_param({"nthread": threads})
             return booster.inplace_predict(
                 encoded, iteration_range=iteration_range, predict_type="value", missing=missing
             )

@@ -197,18 +197,24 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     def score(deployed: DeployedModel, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         probabilities = deployed.scorer.predict(records)
         decided = decisions(probabilities, deployed.threshold)
-        prediction_log.submit(
-            ScoredBatch(
-                g.request_id,
-                datetime.now(UTC),
-                deployed.name,
-                deployed.version,
-                records,
-                probabilities.tolist(),
-                decided.tolist(),
-            )
+        g.scored = ScoredBatch(
+            g.request_id,
+            datetime.now(UTC),
+            deployed.name,
+            deployed.version,
+            records,
+            probabilities.tolist(),
+            decided.tolist(),
         )
         return probabilities, decided
+
+    @app.after_request
+    def _log_after_sending(response: Response) -> Response:
+        scored = g.pop("scored", None)
+        if scored is not None:
+            # Queued once the answer is sent, so the writer thread never competes with the request for the GIL.
+            response.call_on_close(lambda: prediction_log.submit(scored))
+        return response
 
     @app.get("/health")
     def health() -> Response:

@@ -253,7 +253,8 @@ def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
 def test_scored_records_are_logged(
     app: Flask, client: FlaskClient, records: list[dict[str, Any]], api_settings: config.Settings
 ) -> None:
-    request_id = client.post("/predict", json=records[:5]).get_json()["request_id"]
+    with client.post("/predict", json=records[:5]) as response:  # the row is queued once the answer is closed
+        request_id = response.get_json()["request_id"]
     app.extensions["prediction_log"].close()  # drains the queue into the database
     engine = store.engine(api_settings.monitoring_db)
     with engine.connect() as conn:
