@@ -29,12 +29,13 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import requests
+import sqlalchemy as sa
 from mlflow.models import infer_signature
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import config, data, features, registry, schema, scoring, services, serving, training
+from mlops.core import config, data, features, registry, schema, scoring, services, serving, store, training
 
 SINGLE_REQUESTS = 400
 THROUGHPUT_SECONDS = 10.0
@@ -135,17 +136,47 @@ def throughput(endpoint: Endpoint, bodies: list[bytes]) -> dict[str, Any]:
     }
 
 
-def batch(endpoint: Endpoint, records: list[dict[str, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+def logged_rows(database: Path) -> int:
+    if not database.exists():
+        return 0
+    engine = store.engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(store.predictions)).scalar_one())
+    except sa.exc.OperationalError:  # the table is created with the first write
+        return 0
+    finally:
+        engine.dispose()
+
+
+def settle(log_database: Path | None, timeout: float = 120) -> None:
+    """Wait until the predictor's prediction log stops growing, so every phase starts alike (the log is
+    written off the request path; this keeps one phase's writing out of the next one's timing)."""
+    if log_database is None:
+        return
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        count = logged_rows(log_database)
+        if count == last:
+            return
+        last = count
+        time.sleep(2)
+
+
+def batch(
+    endpoint: Endpoint, records: list[dict[str, Any]], log_database: Path | None
+) -> tuple[dict[str, Any], np.ndarray]:
     body = endpoint.body(records)
     session = requests.Session()
     seconds: list[float] = []
     probabilities = np.empty(0)
     for _ in range(BATCH_REPEATS):
+        settle(log_database)
         started = time.perf_counter()
         response = endpoint.post(session, body)
         probabilities = endpoint.probabilities(response)
         seconds.append(time.perf_counter() - started)
-        time.sleep(3)  # let our predictor's log writer catch up, so each repeat starts alike
     return {
         "rows": len(records),
         "body_mb": round(len(body) / 1e6, 1),
@@ -242,13 +273,15 @@ def main() -> dict[str, Any]:
             services.wait_http(endpoints[0].url + "/ready", ours, timeout=300)
             services.wait_http(endpoints[1].url + "/ping", theirs, timeout=300)
             for endpoint in endpoints:
+                log_database = folder / "monitoring.db" if endpoint.name == "predictor" else None
                 singles = [endpoint.body([r]) for r in records[: SINGLE_REQUESTS + 30]]
                 console.print(f"{endpoint.name}: single-record latency")
                 single = single_latency(endpoint, singles)
+                settle(log_database)
                 console.print(f"{endpoint.name}: throughput with {CLIENTS} clients")
                 load = throughput(endpoint, singles)
                 console.print(f"{endpoint.name}: {BATCH_ROWS:,}-row batch")
-                timed, served = batch(endpoint, records)
+                timed, served = batch(endpoint, records, log_database)
                 results[endpoint.name] = {
                     "single": single,
                     "throughput": load,
