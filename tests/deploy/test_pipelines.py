@@ -117,14 +117,3 @@ def test_the_test_pipeline_scores_through_the_predictor_and_records_metrics(
     for part in ("test", "summer", "fall"):
         for metric in ("roc_auc", "pr_auc", "f1", "lift_at_10"):
             assert run.data.metrics[f"{part}_{metric}"] == pytest.approx(by_part[part][metric.split("_at_")[0]])
-
-
-@pytest.mark.parametrize("pipeline", ["deploy", "test"])
-def test_the_pipelines_also_run_in_process(pipeline: str) -> None:
-    """Retrain runs deploy with Mage's execute_sync, which starts only at loader/transformer/exporter roots
-    (a custom root block is silently skipped)."""
-    import yaml
-
-    blocks = yaml.safe_load((ROOT / "mlops" / "pipelines" / pipeline / "metadata.yaml").read_text())["blocks"]
-    roots = [b for b in blocks if not b["upstream_blocks"]]
-    assert roots and all(b["type"] in ("data_loader", "transformer", "data_exporter") for b in roots), roots

@@ -1,14 +1,17 @@
-"""train: tune and log every configured model family; register the best as `challenger`."""
+"""train: tune and log every configured model family; register the best as `challenger`.
+
+A transformer, not a `custom` block: Mage's in-process execute_sync skips a custom root block silently.
+"""
 
 import pandas as pd
 
 from mlops.core import config, data, training
 
-if "custom" not in globals():
-    from mage_ai.data_preparation.decorators import custom
+if "transformer" not in globals():
+    from mage_ai.data_preparation.decorators import transformer
 
 
-@custom
+@transformer
 def train_models(*args, **kwargs) -> pd.DataFrame:
     settings = config.load(kwargs.get("config"))
     result = training.train(settings, data.load_splits(settings))
