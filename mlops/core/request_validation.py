@@ -29,7 +29,8 @@ MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer w
 # Tree boosters compute in 32-bit floats: a larger magnitude would become infinite inside the model.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-Text = Annotated[str, Field(strict=True)]
+# Any text, except NUL: PostgreSQL cannot store it in the prediction log's JSON (the row would never be written).
+Text = Annotated[str, Field(strict=True, pattern=r"^[^\x00]*$")]
 
 
 @dataclass
@@ -190,6 +191,8 @@ class RecordValidator:
         if kind == "literal_error":
             allowed = self.schema.categorical[name].categories
             return f"{_shown(value)} is not an allowed category; allowed: {allowed}"
+        if kind == "string_pattern_mismatch":
+            return "must not contain NUL characters"
         if kind == "finite_number":
             return "must be a finite number"
         if kind in ("greater_than_equal", "less_than_equal"):
