@@ -35,6 +35,7 @@ from mlops.core import store
 log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".jsonl"
 BULK_ROWS = 5000  # rows per INSERT statement (one JSON document each)
+REJECTED_SUFFIX = ".rejected"  # rows the database refused (never retried; see _replay_spool)
 CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
 
 
@@ -198,10 +199,36 @@ class PredictionLog:
                 self._insert(rows)
             except Exception:
                 self._migrated = False
-                claimed.rename(path)
-                return
+                if not self._database_answers():
+                    claimed.rename(path)
+                    return
+                # The database is up but refuses this file: insert row by row, so one bad row cannot block
+                # every later file; the refused rows stay on disk beside the spool (<file>.rejected).
+                self._insert_each(rows, path.with_name(path.name + REJECTED_SUFFIX))
             claimed.unlink()
             log.info("prediction log: replayed %d spooled rows from %s", len(rows), path.name)
+
+    def _database_answers(self) -> bool:
+        try:
+            with self._connect().connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def _insert_each(self, rows: list[dict[str, Any]], rejected: Path) -> None:
+        refused = []
+        for row in rows:
+            try:
+                self._insert([row])
+            except Exception as exc:
+                refused.append(row)
+                log.error(
+                    "prediction log: the database refuses a row (%s); kept in %s", exc.__class__.__name__, rejected
+                )
+        if refused:
+            with rejected.open("a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps({**r, "scored_at": r["scored_at"].isoformat()}) + "\n" for r in refused)
 
     def _release_stale_claims(self) -> None:
         """Give back files claimed by processes that died mid-replay."""
@@ -261,7 +288,7 @@ def _process_alive(pid: int) -> bool:
 
 def spooled_files(spool_dir: Path) -> list[Path]:
     """Spool files waiting for the database (claimed ones included)."""
-    return sorted(p for p in spool_dir.glob(f"*{SPOOL_SUFFIX}*") if not p.name.endswith(".part"))
+    return sorted(p for p in spool_dir.glob(f"*{SPOOL_SUFFIX}*") if not p.name.endswith((".part", REJECTED_SUFFIX)))
 
 
 def close_all(timeout: float = 30.0) -> None:
