@@ -61,6 +61,7 @@ FIELD_CASES = [
     ("huge-integer", "balance", "9" * 400, "finite"),
     ("huge-float", "campaign", "1e300", "must be between"),
     ("unknown-category", "job", '"astronaut"', "not an allowed category"),
+    ("nul-in-open-category", "month", '"ma\\u0000y"', "NUL"),
     ("null-where-never-missing", "age", "null", "must not be missing"),
 ]
 

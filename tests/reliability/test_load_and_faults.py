@@ -189,3 +189,31 @@ def test_a_write_that_fails_half_way_leaves_no_partial_rows(monitor_settings: co
     with pytest.raises(sa.exc.IntegrityError):
         monitoring.write(monitor_settings, result, datetime.now(UTC))
     assert monitor_counts(monitor_settings.monitoring_db) == before
+
+
+def test_a_row_the_database_refuses_does_not_block_the_spool(
+    throwaway_postgres: ThrowawayPostgres, tmp_path: Path, sample_records: list[dict[str, Any]]
+) -> None:
+    """Found by the soak: one row PostgreSQL refuses (text with NUL) used to stop every later replay."""
+    url = throwaway_postgres.database("poison")
+    log = prediction_log.PredictionLog(url, tmp_path / "spool", batch_size=50, flush_seconds=0.2)
+
+    def batch(records: list[dict[str, Any]]) -> prediction_log.ScoredBatch:
+        n = len(records)
+        return prediction_log.ScoredBatch(
+            secrets.token_hex(8), datetime.now(UTC), "m", "1", records, [0.5] * n, [True] * n
+        )
+
+    poisoned = [dict(r) for r in sample_records[:10]]
+    poisoned[4]["month"] = "ma\x00y"
+    log.spool_dir.mkdir(parents=True)
+    log._spool(list(batch(poisoned).rows()))  # as the writer spools rows while the database is down
+    log._spool(list(batch(sample_records[10:30]).rows()))
+    log.start()
+    try:
+        assert wait_for_rows(url, 29, timeout=30) == 29  # every row but the refused one
+    finally:
+        log.close()
+    assert prediction_log.spooled_files(log.spool_dir) == []
+    (rejected,) = log.spool_dir.glob(f"*{prediction_log.REJECTED_SUFFIX}")
+    assert "ma\\u0000y" in rejected.read_text()
