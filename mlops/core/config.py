@@ -19,7 +19,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("configs/bank_marketing.yaml")
 ENV_PREFIX = "MLOPS_"
 # Environment variables with the prefix that are not configuration keys.
-RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT"}
+RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT", "MLOPS_FAIL_ON_SKIP"}  # the last: `make test` (tests/conftest.py)
 
 
 class ConfigError(ValueError):
