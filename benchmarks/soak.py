@@ -63,12 +63,14 @@ def postgres_outage(
         pg.start()
 
     result = load(predictor, records, threads=THREADS, per_thread=150, batch_every=0, during=outage)
-    logged = wait_for_rows(database, before + result.records_sent, timeout=120) - before
+    wait_for_rows(database, before + result.records_sent, timeout=120)
+    logged = logged_rows(database, result.request_ids)  # the rows of exactly these requests
     return {
         "requests_sent": result.requests_sent,
         "answered_200": result.statuses[200],
         "spool_files_while_down": spooled[0] if spooled else 0,
         "predictions_logged_after_recovery": logged,
+        "spool_files_left": len(prediction_log.spooled_files(spool)),
         "lost": result.records_sent - logged,
         "latency_ms": result.percentiles(),
     }
@@ -178,9 +180,11 @@ def main() -> dict[str, Any]:
         fuzzed = fuzz(url, FUZZ_CASES)
         fuzz_seconds = time.perf_counter() - started
 
+        fuzz_logged = wait_for_rows(settings.monitoring_db, sum(fuzzed.scored.values()), timeout=60)
         before = logged_rows(settings.monitoring_db)
         loaded = load(url, records, threads=THREADS, per_thread=PER_THREAD, batch_every=0)
-        logged = wait_for_rows(settings.monitoring_db, before + loaded.records_sent, timeout=120) - before
+        wait_for_rows(settings.monitoring_db, before + loaded.records_sent, timeout=120)
+        logged = logged_rows(settings.monitoring_db, loaded.request_ids)  # rows of the load's requests only
 
         drills = {
             "postgres_stopped_under_load": postgres_outage(url, settings.monitoring_db, spool, pg, records),
@@ -190,11 +194,13 @@ def main() -> dict[str, Any]:
     finally:
         proc.stop()
         pg.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("SOAK_KEEP") != "1":  # SOAK_KEEP=1 keeps the folder (predictor log, spool) to inspect
+            shutil.rmtree(folder, ignore_errors=True)
 
     result = {
         **fuzzed.summary(),
         "fuzz_seconds": round(fuzz_seconds, 1),
+        "fuzz_records_logged": fuzz_logged,
         "fuzz_5xx_examples": fuzzed.server_errors[:5],
         "requests_sent": loaded.requests_sent,
         "predictions_logged": logged,

@@ -203,15 +203,25 @@ class FuzzResult:
     by_operation: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)  # "METHOD path -> status: body", 5xx answers
     unclear_errors: list[str] = field(default_factory=list)  # 4xx answers without a JSON {"error": ...}
+    scored: dict[str, int] = field(default_factory=dict)  # request id -> records scored (200 from the scorers)
 
     def summary(self) -> dict[str, Any]:
         return {
             "fuzz_cases": self.cases,
             "fuzz_5xx": len(self.server_errors),
             "fuzz_4xx_without_json_error": len(self.unclear_errors),
+            "fuzz_records_scored": sum(self.scored.values()),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "by_operation": dict(self.by_operation),
         }
+
+
+def scored_records(response: requests.Response) -> int:
+    """How many records a 200 from /predict or /explain scored (each is one row of the prediction log)."""
+    if response.headers.get("Content-Type", "").startswith("text/csv"):
+        return len(response.text.splitlines()) - 1
+    body = response.json()
+    return len(body["predictions"]) if "predictions" in body else 1
 
 
 # What may answer 503 without being a fault: the documented "no token configured" of POST /reload.
@@ -244,6 +254,8 @@ def fuzz(url: str, cases: int) -> FuzzResult:
         result.statuses[response.status_code] += 1
         result.by_operation[key] += 1
         text = response.text[:300]
+        if response.status_code == 200 and case.path in scoring:
+            result.scored[response.headers["X-Request-ID"]] = scored_records(response)
         if response.status_code >= 500 and (case.method.upper(), case.path) not in EXPECTED_503:
             result.server_errors.append(f"{key} -> {response.status_code}: {text} (body {case.body!r:.300})")
         elif 400 <= response.status_code < 500:

@@ -4,6 +4,7 @@ field and the reason, never a 5xx; schemathesis fuzzes every operation of its ow
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from .conftest import Predictor
-from .drills import fuzz
+from .drills import fuzz, logged_rows
 
 pytestmark = [pytest.mark.postgres]
 JSON = {"Content-Type": "application/json"}
@@ -20,9 +21,14 @@ FUZZ_CASES = 200  # the soak (benchmarks/soak.py) sends 1,000+
 
 
 @pytest.fixture(scope="module")
-def predictor(start_predictor: Callable[..., Predictor], small_payload: Path, throwaway_postgres) -> Predictor:  # type: ignore[no-untyped-def]
+def monitoring_db(throwaway_postgres) -> str:  # type: ignore[no-untyped-def]
+    return str(throwaway_postgres.database("badinput"))
+
+
+@pytest.fixture(scope="module")
+def predictor(start_predictor: Callable[..., Predictor], small_payload: Path, monitoring_db: str) -> Predictor:
     # no reload token configured: /reload is disabled (test_security.py runs one with a token)
-    env = {"MLOPS_STORES__MONITORING_DB": throwaway_postgres.database("badinput"), "MLOPS_SECRETS__RELOAD_TOKEN": ""}
+    env = {"MLOPS_STORES__MONITORING_DB": monitoring_db, "MLOPS_SECRETS__RELOAD_TOKEN": ""}
     return start_predictor(small_payload, env=env)
 
 
@@ -154,7 +160,9 @@ def test_unknown_paths_and_methods_answer_json(predictor: Predictor) -> None:
     assert response.status_code == 405 and "POST" in response.headers["Allow"] and response.json()["error"]
 
 
-def test_schemathesis_finds_no_server_error(predictor: Predictor) -> None:
+def test_schemathesis_finds_no_server_error_and_every_scored_record_is_logged(
+    predictor: Predictor, monitoring_db: str
+) -> None:
     result = fuzz(predictor.url, FUZZ_CASES)
     assert result.cases >= FUZZ_CASES
     assert result.server_errors == [], "\n".join(result.server_errors[:10])
@@ -163,6 +171,12 @@ def test_schemathesis_finds_no_server_error(predictor: Predictor) -> None:
     assert result.statuses[200] > 0 and result.statuses[422] > 0
     assert result.by_operation["POST /predict"] > FUZZ_CASES / 4
     assert predictor.get("/ready").status_code == 200
+    # whatever the fuzzer got scored, the prediction log stored (a row PostgreSQL refuses would be lost)
+    ids, scored = list(result.scored), sum(result.scored.values())
+    deadline = time.monotonic() + 30
+    while logged_rows(monitoring_db, ids) < scored and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert logged_rows(monitoring_db, ids) == scored > 0
 
 
 def test_without_a_configured_token_reload_is_disabled(predictor: Predictor) -> None:
