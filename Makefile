@@ -29,7 +29,7 @@ demo: setup  ## data step, then the pipelines through Mage; prints the result
 	$(BIN)/python -m mlops demo
 
 test: setup lint  ## the whole suite against real PostgreSQL, MLflow and Mage; fails on skipped tests
-	MLOPS_FAIL_ON_SKIP=1 $(BIN)/pytest
+	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check mlops tests benchmarks

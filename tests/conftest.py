@@ -2,7 +2,7 @@
 
 PostgreSQL: ``MLOPS_TEST_POSTGRES_URL`` (default 127.0.0.1:5432, database ``test``); where none answers,
 a throwaway embedded server is started. Every test database is created fresh and dropped afterwards.
-With ``MLOPS_FAIL_ON_SKIP=1`` (set by ``make test``) a skipped test fails the run.
+With ``MLOPS_TEST_FAIL_ON_SKIP=1`` (set by ``make test``) a skipped test fails the run.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if os.environ.get("MLOPS_FAIL_ON_SKIP") == "1" and _skipped and exitstatus == 0:
+    if os.environ.get("MLOPS_TEST_FAIL_ON_SKIP") == "1" and _skipped and exitstatus == 0:
         session.exitstatus = 1
-        print(f"\nMLOPS_FAIL_ON_SKIP: {len(_skipped)} test(s) skipped, which fails this run:", file=sys.stderr)
+        print(f"\nMLOPS_TEST_FAIL_ON_SKIP: {len(_skipped)} test(s) skipped, which fails this run:", file=sys.stderr)
         for node in _skipped:
             print(f"  {node}", file=sys.stderr)
 

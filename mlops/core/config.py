@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("configs/bank_marketing.yaml")
 ENV_PREFIX = "MLOPS_"
-# Environment variables with the prefix that are not configuration keys.
-RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT", "MLOPS_FAIL_ON_SKIP"}  # the last: `make test` (tests/conftest.py)
+# Environment variables with the prefix that are not configuration keys: the file, the root, and the
+# test harness's own namespace (MLOPS_TEST_*, e.g. MLOPS_TEST_FAIL_ON_SKIP set by `make test`).
+RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT"}
+RESERVED_PREFIX = "MLOPS_TEST_"
 
 
 class ConfigError(ValueError):
@@ -295,7 +297,7 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     """``MLOPS_A__B=v`` -> ``{"a": {"b": v}}`` with ``v`` parsed as a YAML scalar."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or name.startswith(RESERVED_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
         if not keys:

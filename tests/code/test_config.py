@@ -58,3 +58,8 @@ def test_a_column_listed_twice_is_refused(tmp_path: Path) -> None:
 def test_missing_file_says_which(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="configuration file not found"):
         config.load(environ={**BASE, "MLOPS_CONFIG": str(tmp_path / "nope.yaml")})
+
+
+def test_the_test_harness_namespace_is_not_configuration() -> None:
+    settings = config.load(environ={**BASE, "MLOPS_TEST_FAIL_ON_SKIP": "1", "MLOPS_TEST_DATA": "/x.csv"})
+    assert settings.project == "bank-marketing"
