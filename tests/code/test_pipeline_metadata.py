@@ -51,3 +51,11 @@ def test_block_files_exist_and_are_thin(pipeline: str) -> None:
             assert statements <= MAX_BLOCK_STATEMENTS, f"{path}:{fn.name} has {statements} statements"
         imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("mlops")]
         assert imports, f"{path} does not call mlops.core"
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_root_blocks_run_in_process_too(pipeline: str) -> None:
+    """Mage's in-process execute_sync (how retrain runs deploy) starts only at loader, transformer or
+    exporter roots: a `custom` root block is skipped silently."""
+    roots = [b for b in blocks(pipeline) if not b["upstream_blocks"]]
+    assert roots and all(b["type"] in ("data_loader", "transformer", "data_exporter") for b in roots), roots
