@@ -21,12 +21,14 @@ from .conftest import webhook
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.mage, pytest.mark.slow]
 
-# Small training budgets: the retrain run must fit the suite's time budget.
+# Small training budgets: the retrain run must fit the suite's time budget (about a minute on an idle
+# machine; the wait below is generous because the CI machine's two cores may be shared).
 RETRAIN_OVERRIDES = {
-    "MLOPS_TRAINING__FAMILIES": "[logistic_regression, xgboost]",
+    "MLOPS_TRAINING__FAMILIES": "[logistic_regression]",
     "MLOPS_TRAINING__SEARCH__MAX_TRIALS": "2",
     "MLOPS_TRAINING__SEARCH__TIME_BUDGET_SECONDS": "10",
 }
+RUN_TIMEOUT = 600
 
 
 @dataclass
@@ -83,7 +85,7 @@ def trigger(stack: Stack, body: dict[str, Any]) -> int:
     return int(answer["pipeline_run"]["id"])
 
 
-def wait_run(stack: Stack, run_id: int, timeout: float = 240) -> dict[str, Any]:
+def wait_run(stack: Stack, run_id: int, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = requests.get(f"{stack.mage_url}/api/pipeline_runs/{run_id}", timeout=30).json()["pipeline_run"]
