@@ -216,9 +216,14 @@ class FuzzResult:
         }
 
 
-def scored_records(response: requests.Response) -> int:
+def header(response: Any, name: str) -> str:
+    """A header of a schemathesis response (lowercase keys, list values)."""
+    return str((response.headers.get(name.lower()) or [""])[0])
+
+
+def scored_records(response: Any) -> int:
     """How many records a 200 from /predict or /explain scored (each is one row of the prediction log)."""
-    if response.headers.get("Content-Type", "").startswith("text/csv"):
+    if header(response, "Content-Type").startswith("text/csv"):
         return len(response.text.splitlines()) - 1
     body = response.json()
     return len(body["predictions"]) if "predictions" in body else 1
@@ -255,7 +260,7 @@ def fuzz(url: str, cases: int) -> FuzzResult:
         result.by_operation[key] += 1
         text = response.text[:300]
         if response.status_code == 200 and case.path in scoring:
-            result.scored[response.headers["X-Request-ID"]] = scored_records(response)
+            result.scored[header(response, "X-Request-ID")] = scored_records(response)
         if response.status_code >= 500 and (case.method.upper(), case.path) not in EXPECTED_503:
             result.server_errors.append(f"{key} -> {response.status_code}: {text} (body {case.body!r:.300})")
         elif 400 <= response.status_code < 500:
