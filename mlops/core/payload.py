@@ -197,6 +197,14 @@ def requirements(entry: str = SERVING_MODULE) -> list[str]:
     return [f"{name}=={version}" for name, version in sorted(pinned.items())]
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def model_json(settings: Settings, version: ModelVersion) -> dict[str, Any]:
     """The served model's description (CONTRACTS.md), from the version's tags and its run's schema."""
     tags = dict(version.tags)
@@ -204,7 +212,8 @@ def model_json(settings: Settings, version: ModelVersion) -> dict[str, Any]:
     if not run_id:
         raise ValueError(f"version {version.version} has no candidate_run_id tag: it was not registered by train")
     feature_schema = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{schema.ARTIFACT}"))
-    metrics = {k: float(v) for k, v in tags.items() if k.startswith(("validation_", "test_"))}
+    # Training's metric tags; the test pipeline adds non-numeric ones beside them (test_run_id, tested_at).
+    metrics = {k: float(v) for k, v in tags.items() if k.startswith(("validation_", "test_")) and _is_number(v)}
     return {
         "name": version.name,
         "version": str(version.version),
