@@ -209,8 +209,3 @@ def load_batch(settings: Settings, name: str) -> pd.DataFrame:
 
 def batch_names(settings: Settings) -> list[str]:
     return list(settings.dataset.split.batches)
-
-
-def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Only the model's input columns, in configured order."""
-    return frame[settings.dataset.features]
