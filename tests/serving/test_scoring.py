@@ -90,3 +90,24 @@ def test_other_families_say_they_have_no_explanation(family, split, fitted, plai
     record = scoring.frame_records(rest.head(1), plain_settings.dataset.features)[0]
     with pytest.raises(scoring.ExplanationUnavailable, match="xgboost, logistic_regression"):
         scoring.explain(scorer, record)
+
+
+def test_compiled_trees_equal_the_booster_bit_for_bit(bank_frame, split, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    """XGBoost's trees as numpy arrays (the few-record path) give the booster's probabilities exactly, on every
+    row of the dataset and where a value is missing inside the model (each split's default branch)."""
+    from mlops.core.compiled_trees import CompiledTrees
+
+    pipeline = fitted("xgboost")
+    records = scoring.frame_records(bank_frame, plain_settings.dataset.features)
+    scorer = scoring.scorer_for(pipeline, plain_settings.dataset, records[:256])
+    assert isinstance(scorer, scoring.CompiledScorer) and scorer.trees is not None
+    booster = pipeline[-1].get_booster()
+    encoded = scorer.encode(records)
+    assert len(encoded) == 45_211
+    expected = booster.inplace_predict(encoded, predict_type="value")
+    assert np.array_equal(scorer.trees.probabilities(encoded), expected)
+    holes = encoded[:2000].copy()
+    holes[np.random.default_rng(0).random(holes.shape) < 0.3] = np.nan
+    assert CompiledTrees(booster).matches(booster, holes)
+    few = records[:3]
+    assert np.array_equal(scorer.predict(few), expected[:3])  # the path single requests take
