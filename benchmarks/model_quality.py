@@ -25,8 +25,9 @@ from mlops.core import config, data, evaluation, features, training
 FOLDS = 5
 
 
-def fit_score(settings: config.Settings, family: str, params: dict[str, Any], train: pd.DataFrame,
-              scored: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def fit_score(
+    settings: config.Settings, family: str, params: dict[str, Any], train: pd.DataFrame, scored: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
     pipeline = training.build(family, params, settings)
     pipeline.fit(features.normalise(train, settings.dataset), data.labels(train, settings))
     proba = pipeline.predict_proba(features.normalise(scored, settings.dataset))[:, 1]
@@ -63,8 +64,12 @@ def main() -> dict[str, Any]:
     for name, batch in parts.batches.items():
         y_true, proba = fit_score(settings, chosen, params, reference, batch)
         m = evaluation.metrics(y_true, proba, 0.5, settings.training.lift_fraction)
-        seasonal[name] = {"rows": len(batch), "roc_auc": round(m["roc_auc"], 4), "pr_auc": round(m["pr_auc"], 4),
-                          "lift_at_10": round(m["lift_at_10"], 3)}
+        seasonal[name] = {
+            "rows": len(batch),
+            "roc_auc": round(m["roc_auc"], 4),
+            "pr_auc": round(m["pr_auc"], 4),
+            "lift_at_10": round(m["lift_at_10"], 3),
+        }
 
     lift_key = evaluation.lift_key(settings.training.lift_fraction)
     result = {
@@ -88,8 +93,11 @@ def main() -> dict[str, Any]:
     table = Table(title=f"model quality: {chosen}, {FOLDS}-fold CV on {len(raw):,} rows, no duration")
     for col in ("protocol", "ROC-AUC", "PR-AUC"):
         table.add_column(col)
-    table.add_row("5-fold CV (all rows)", f"{result['cv_roc_auc']:.4f} ± {result['cv_roc_auc_std']:.4f}",
-                  f"{result['cv_pr_auc']:.4f} ± {result['cv_pr_auc_std']:.4f}")
+    table.add_row(
+        "5-fold CV (all rows)",
+        f"{result['cv_roc_auc']:.4f} ± {result['cv_roc_auc_std']:.4f}",
+        f"{result['cv_pr_auc']:.4f} ± {result['cv_pr_auc_std']:.4f}",
+    )
     for name, m in seasonal.items():
         table.add_row(f"dec-may -> {name}", f"{m['roc_auc']:.4f}", f"{m['pr_auc']:.4f}")
     console.print(table)
