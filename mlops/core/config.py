@@ -205,6 +205,7 @@ class Monitoring(Strict):
 class Orchestration(Strict):
     mage_url: str = "http://127.0.0.1:6789"
     retrain_schedule_id: int = Field(1, ge=1)  # pinned id of the retrain pipeline's API trigger
+    mage_owner_email: str = "owner@mlops.local"  # Mage's login (its password: secrets.mage_owner_password)
 
 
 class Stack(Strict):
@@ -224,6 +225,7 @@ class Secrets(Strict):
 
     reload_token: str | None = None  # the predictor's state-changing endpoints
     retrain_token: str | None = None  # the retrain pipeline's API trigger
+    mage_owner_password: str | None = None  # Mage's owner login (Mage's own API and UI need it)
 
 
 class Settings(Strict):

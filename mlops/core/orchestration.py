@@ -7,6 +7,12 @@ token from the environment (``MLOPS_SECRETS__RETRAIN_TOKEN``), named as in
 ``mlops/pipelines/retrain/triggers.yaml`` so Mage's trigger sync updates that row instead of adding one.
 The token never lives in git. Mage's database is chosen by ``MAGE_DATABASE_CONNECTION_URL`` (read once,
 when Mage is imported), so the bootstrap runs in a child process: ``python -m mlops.core.orchestration``.
+
+Mage always runs with login required, natively as in docker-compose.yml: without it anyone who reaches
+its port could start any pipeline through Mage's own API, around the retrain trigger's token. The owner
+is ``orchestration.mage_owner_email`` with the password ``MLOPS_SECRETS__MAGE_OWNER_PASSWORD`` (no
+default; ``python -m mlops up`` generates one). :class:`MageApi` logs in as the owner for the calls the
+platform itself makes (reading a run's status); the retrain trigger needs only its token.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import requests
 
 from mlops.core import services, store
 from mlops.core.config import Settings
@@ -126,18 +134,68 @@ def _pin_retrain_trigger(settings: Settings) -> str:
     return f"retrain trigger pinned: pipeline_schedule {schedule_id} ({RETRAIN_TRIGGER_NAME!r})"
 
 
+def owner_password(settings: Settings) -> str:
+    password = settings.secrets.mage_owner_password
+    if not password:
+        raise OrchestrationError(
+            "MLOPS_SECRETS__MAGE_OWNER_PASSWORD is not set: Mage requires a login and has no default password "
+            "(e.g. `export MLOPS_SECRETS__MAGE_OWNER_PASSWORD=$(openssl rand -hex 16)`; `python -m mlops up` "
+            "generates one)"
+        )
+    return password
+
+
 def mage_server(
     settings: Settings, database_url: str, log_path: Path, scheduler_interval_seconds: int | None = None
 ) -> services.ManagedProcess:
-    """``mage start mlops`` on the host and port of ``orchestration.mage_url``, on the given database."""
+    """``mage start mlops`` on the host and port of ``orchestration.mage_url``, on the given database, with
+    login required (the owner is created on the first start)."""
     where = urlsplit(settings.orchestration.mage_url)
     host, port = where.hostname or "127.0.0.1", where.port or 6789
     env = mage_env(settings, database_url)
-    env["REQUIRE_USER_AUTHENTICATION"] = os.environ.get("REQUIRE_USER_AUTHENTICATION", "0")
+    env |= {
+        "REQUIRE_USER_AUTHENTICATION": "1",
+        "DEFAULT_OWNER_EMAIL": settings.orchestration.mage_owner_email,
+        "DEFAULT_OWNER_PASSWORD": owner_password(settings),
+    }
     if scheduler_interval_seconds is not None:
         env["SCHEDULER_TRIGGER_INTERVAL"] = str(scheduler_interval_seconds)
     command = [str(services.VENV_BIN / "mage"), "start", "mlops", "--host", host, "--port", str(port)]
     return services.ManagedProcess("mage", command, log_path, env=env, cwd=settings.root)
+
+
+class MageApi:
+    """Mage's REST API as its owner: logs in once (``POST /api/sessions``) and sends the session cookie, as
+    Mage's own UI does. An answer carrying ``error`` raises :class:`OrchestrationError` (Mage answers
+    errors with HTTP 200)."""
+
+    def __init__(self, settings: Settings, base_url: str | None = None, timeout: float = 30) -> None:
+        from mage_ai.settings.server import OAUTH2_APPLICATION_CLIENT_ID  # the id of Mage's own web client
+
+        self.base = (base_url or settings.orchestration.mage_url).rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["X-API-KEY"] = OAUTH2_APPLICATION_CLIENT_ID
+        login = {"email": settings.orchestration.mage_owner_email, "password": owner_password(settings)}
+        session = self._answer(self.http.post(f"{self.base}/api/sessions", json={"session": login}, timeout=timeout))
+        self.http.cookies.set("oauth_token", session["session"]["token"])
+
+    def _answer(self, response: requests.Response) -> dict[str, Any]:
+        body = response.json()
+        if response.status_code != 200 or "error" in body:
+            error = body.get("error", {})
+            raise OrchestrationError(f"Mage API {response.request.method} {response.url}: {error.get('message', body)}")
+        return dict(body)
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._answer(self.http.get(f"{self.base}{path}", timeout=self.timeout))
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._answer(self.http.post(f"{self.base}{path}", json=body, timeout=self.timeout))
+
+    def pipeline_run(self, run_id: int) -> dict[str, Any]:
+        """``status`` is initial, running, completed, failed or cancelled."""
+        return dict(self.get(f"/api/pipeline_runs/{run_id}")["pipeline_run"])
 
 
 def pipeline_runner(block_kwargs: dict[str, Any], timeout: float = 3600) -> Callable[[str, dict[str, Any]], None]:

@@ -43,6 +43,7 @@ DATABASES = {"mlflow": "mlflow", "mage": "mage", "monitoring": "monitoring"}
 GENERATED_SECRETS = (
     "MLOPS_SECRETS__RELOAD_TOKEN",
     "MLOPS_SECRETS__RETRAIN_TOKEN",
+    "MLOPS_SECRETS__MAGE_OWNER_PASSWORD",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
 )
@@ -277,6 +278,7 @@ def service_environment(settings: Settings, run: Path, urls: dict[str, str], key
         "MLOPS_STORES__MONITORING_DB": urls["monitoring"],
         "MLOPS_SECRETS__RELOAD_TOKEN": keys["MLOPS_SECRETS__RELOAD_TOKEN"],
         "MLOPS_SECRETS__RETRAIN_TOKEN": keys["MLOPS_SECRETS__RETRAIN_TOKEN"],
+        "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": keys["MLOPS_SECRETS__MAGE_OWNER_PASSWORD"],
         # the stack runs the predictor itself: deploy reloads it, never starts a second one
         "MLOPS_DEPLOY__START_PREDICTOR": "false",
         "MAGE_DATA_DIR": os.environ.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data")),
@@ -464,6 +466,9 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     ):
         services.wait_http(health, proc, timeout=HEALTH_TIMEOUT[name])
         say(f"{name} is up at {url}")
+        if name == "mage":
+            login = stacked.orchestration.mage_owner_email
+            say(f"mage login: {login}, password MLOPS_SECRETS__MAGE_OWNER_PASSWORD in {run / SECRETS_FILE}")
 
     if state.database == "sqlite":
         state.notes["grafana"] = "not started: the dashboards need PostgreSQL (stack.database is sqlite)"

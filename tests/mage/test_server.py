@@ -8,7 +8,7 @@ import pytest
 import requests
 import yaml
 
-from mlops.core import services
+from mlops.core import config, orchestration, services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,22 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def mage_server(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("mage_server")
-    port = services.free_port()
-    env = {
-        "MAGE_DATA_DIR": str(folder / "data"),
-        "MAGE_DATABASE_CONNECTION_URL": make_database("mage"),
-        "REQUIRE_USER_AUTHENTICATION": "0",
-    }
-    proc = services.ManagedProcess(
-        "mage",
-        [str(services.VENV_BIN / "mage"), "start", "mlops", "--host", "127.0.0.1", "--port", str(port)],
-        folder / "mage.log",
-        env=env,
-        cwd=ROOT,
-    ).start()
+    url = f"http://127.0.0.1:{services.free_port()}"
+    settings = config.load(
+        environ={
+            **os.environ,
+            "MLOPS_ORCHESTRATION__MAGE_URL": url,
+            "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": "owner-password-for-this-test",
+        }
+    )
+    proc = orchestration.mage_server(settings, make_database("mage"), folder / "mage.log")
+    proc.env["MAGE_DATA_DIR"] = str(folder / "data")
+    proc.start()
     try:
-        services.wait_http(f"http://127.0.0.1:{port}/api/status", proc, timeout=240)
-        yield f"http://127.0.0.1:{port}"
+        services.wait_http(f"{url}/api/status", proc, timeout=240)
+        yield url
     finally:
         proc.stop()
         assert not proc.alive()

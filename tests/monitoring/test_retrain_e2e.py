@@ -48,6 +48,7 @@ def stack(
         "MLOPS_ORCHESTRATION__MAGE_URL": f"http://127.0.0.1:{mage_port}",
         "MLOPS_SECRETS__RETRAIN_TOKEN": secrets.token_hex(16),
         "MLOPS_SECRETS__RELOAD_TOKEN": secrets.token_hex(16),
+        "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": secrets.token_hex(16),
         "MLOPS_SERVING__PORT": str(predictor_port),
         "MLOPS_SERVING__URL": f"http://127.0.0.1:{predictor_port}",
         "MLOPS_SERVING__WORKERS": "1",
@@ -88,7 +89,7 @@ def trigger(stack: Stack, body: dict[str, Any]) -> int:
 def wait_run(stack: Stack, run_id: int, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = requests.get(f"{stack.mage_url}/api/pipeline_runs/{run_id}", timeout=30).json()["pipeline_run"]
+        run = orchestration.MageApi(stack.settings).pipeline_run(run_id)
         if run["status"] in ("completed", "failed", "cancelled"):
             return run
         time.sleep(2)

@@ -1,7 +1,9 @@
 """The retrain trigger (a Mage API trigger on a real Mage server, with login required and the owner's
-password from the environment, as docker-compose.yml runs it) refuses a missing or wrong token: Mage
-answers HTTP 200 with {"error": ...} (FACTS.md), so the proof is that no pipeline run exists afterwards;
-the right token does create one. The server listens on loopback only."""
+password from the environment, as both docker-compose.yml and `python -m mlops up` run it) refuses a
+missing or wrong token: Mage answers HTTP 200 with {"error": ...} (FACTS.md), so the proof is that no
+pipeline run exists afterwards; the right token does create one. Mage's own API, which could start the
+same pipeline without the trigger's token, refuses anyone but the logged-in owner. The server listens on
+loopback only."""
 
 from __future__ import annotations
 
@@ -37,10 +39,8 @@ def mage(make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathF
         "MLOPS_ORCHESTRATION__MAGE_URL": f"http://127.0.0.1:{services.free_port()}",
         "MLOPS_SECRETS__RETRAIN_TOKEN": secrets.token_hex(16),
         "MAGE_DATA_DIR": str(folder / "mage_data"),
-        # as in docker-compose.yml: without login, Mage's own API creates runs for anyone who can reach it
-        "REQUIRE_USER_AUTHENTICATION": "1",
-        "DEFAULT_OWNER_EMAIL": "owner@mlops.local",
-        "DEFAULT_OWNER_PASSWORD": secrets.token_hex(16),
+        # login is always required (orchestration.mage_server): the owner's password comes from here
+        "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": secrets.token_hex(16),
     }
     settings = config.load(environ={**os.environ, **overrides})
     database = make_database("reliability_mage")
@@ -95,3 +95,28 @@ def test_a_missing_or_wrong_token_starts_no_run_and_the_right_one_does(mage: Mag
 def test_mage_listens_on_loopback_only(mage: Mage) -> None:
     sockets = listening(mage.process.pid)
     assert sockets and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def test_mage_api_needs_the_owner_login(mage: Mage) -> None:
+    """Without the login, Mage's API neither creates a run of the retrain pipeline (no trigger token needed
+    there) nor shows one; a wrong password does not log in; the owner's does."""
+    from mage_ai.settings.server import OAUTH2_APPLICATION_CLIENT_ID
+
+    base = mage.settings.orchestration.mage_url
+    schedule = mage.settings.orchestration.retrain_schedule_id
+    runs_before = pipeline_runs(mage.database)
+    create = f"{base}/api/pipeline_schedules/{schedule}/pipeline_runs"
+    for headers in ({}, {"X-API-KEY": OAUTH2_APPLICATION_CLIENT_ID}):
+        for response in (
+            requests.post(create, json={"pipeline_run": {"variables": {}}}, headers=headers, timeout=30),
+            requests.get(f"{base}/api/pipeline_schedules/{schedule}", headers=headers, timeout=30),
+        ):
+            assert "error" in response.json(), (headers, response.text[:300])
+    time.sleep(2 * SCHEDULER_SECONDS + 1)
+    assert pipeline_runs(mage.database) == runs_before
+
+    wrong = mage.settings.model_copy(update={"secrets": config.Secrets(mage_owner_password="wrong-password-for-this-test")})
+    with pytest.raises(orchestration.OrchestrationError, match="password invalid"):
+        orchestration.MageApi(wrong)
+    owner = orchestration.MageApi(mage.settings)
+    assert owner.get(f"/api/pipeline_schedules/{schedule}")["pipeline_schedule"]["pipeline_uuid"] == "retrain"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -125,15 +124,19 @@ def test_env_example_leaves_every_secret_empty() -> None:
 
 def test_mage_never_runs_with_its_default_owner() -> None:
     """Mage 0.9.80 requires login by default and creates a built-in owner (password ``admin``) unless
-    DEFAULT_OWNER_PASSWORD is set: the compose Mage must get a required password from .env."""
+    DEFAULT_OWNER_PASSWORD is set: the compose Mage must get a required password from .env, the native one
+    from MLOPS_SECRETS__MAGE_OWNER_PASSWORD."""
     mage = compose()["services"]["mage"]["environment"]
     auth = str(mage.get("REQUIRE_USER_AUTHENTICATION", "1")).lower() not in ("0", "false")
     if auth:
         assert ":?" in str(mage.get("DEFAULT_OWNER_PASSWORD", "")), "the Mage owner would have the password admin"
-    # natively, Mage runs with login off, on loopback (orchestration.mage_server), never with the default owner
-    settings = config.load(environ={})
+    # natively too (orchestration.mage_server): login on, on loopback, and no start without an owner password
+    with pytest.raises(orchestration.OrchestrationError, match="MLOPS_SECRETS__MAGE_OWNER_PASSWORD"):
+        orchestration.mage_server(config.load(environ={}), "sqlite:///unused.db", Path("/dev/null"))
+    settings = config.load(environ={"MLOPS_SECRETS__MAGE_OWNER_PASSWORD": "owner-password-for-this-test"})
     proc = orchestration.mage_server(settings, "sqlite:///unused.db", Path("/dev/null"))
-    assert proc.env["REQUIRE_USER_AUTHENTICATION"] in ("0", os.environ.get("REQUIRE_USER_AUTHENTICATION"))
+    assert proc.env["REQUIRE_USER_AUTHENTICATION"] == "1"
+    assert proc.env["DEFAULT_OWNER_PASSWORD"] == "owner-password-for-this-test"
     assert proc.command[proc.command.index("--host") + 1] == "127.0.0.1"
     for path in git_files():  # the docs may name it; no configuration may use it
         if not path.endswith(".md"):

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from mlops.core import services, stack
+from mlops.core import config, orchestration, services, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.mage, pytest.mark.postgres]
@@ -115,29 +115,41 @@ def test_every_service_answers_its_health_endpoint(running: stack.State, stack_e
     assert "docker compose up grafana" in status.stdout  # no grafana binary here: status says where it runs
 
 
-def test_secrets_are_generated_private_and_used(running: stack.State, folder: Path) -> None:
+def generated_secrets(folder: Path) -> dict[str, str]:
+    lines = (folder / "work" / "stack" / stack.SECRETS_FILE).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+
+
+def mage_api(stack_env: dict[str, str], folder: Path) -> orchestration.MageApi:
+    """Mage's API as its owner, with the password `up` generated into the run folder."""
+    password = generated_secrets(folder)["MLOPS_SECRETS__MAGE_OWNER_PASSWORD"]
+    return orchestration.MageApi(config.load(environ={**stack_env, "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": password}))
+
+
+def test_secrets_are_generated_private_and_used(running: stack.State, folder: Path, stack_env: dict[str, str]) -> None:
     run = folder / "work" / "stack"
     for name in (stack.SECRETS_FILE, stack.ENV_FILE, stack.STATE_FILE):
         assert (run / name).stat().st_mode & 0o777 == 0o600, name
-    generated = dict(
-        line.split("=", 1) for line in (run / stack.SECRETS_FILE).read_text().splitlines() if not line.startswith("#")
-    )
+    generated = generated_secrets(folder)
     assert set(generated) == set(stack.GENERATED_SECRETS)
     assert all(len(value) >= 32 for value in generated.values())
-    # the retrain trigger Grafana calls is pinned with the generated token
+    # Mage's API needs the generated owner login; the retrain trigger Grafana calls is pinned with the generated token
     mage = next(s for s in running.services if s.name == "mage")
-    trigger = requests.get(f"{mage.url}/api/pipeline_schedules/1", timeout=10).json()["pipeline_schedule"]
+    assert "error" in requests.get(f"{mage.url}/api/pipeline_schedules/1", timeout=10).json()
+    trigger = mage_api(stack_env, folder).get("/api/pipeline_schedules/1")["pipeline_schedule"]
     assert trigger["pipeline_uuid"] == "retrain"
     assert trigger["token"] == generated["MLOPS_SECRETS__RETRAIN_TOKEN"]
 
 
-def test_a_pipeline_triggered_through_the_mage_api_completes(running: stack.State, folder: Path) -> None:
+def test_a_pipeline_triggered_through_the_mage_api_completes(
+    running: stack.State, folder: Path, stack_env: dict[str, str]
+) -> None:
     mage = next(s for s in running.services if s.name == "mage").url
-    created = requests.post(
-        f"{mage}/api/pipelines/prepare/pipeline_schedules",
-        json={"pipeline_schedule": {"name": "stack test", "schedule_type": "api", "status": "active"}},
-        timeout=30,
-    ).json()["pipeline_schedule"]
+    api = mage_api(stack_env, folder)
+    created = api.post(
+        "/api/pipelines/prepare/pipeline_schedules",
+        {"pipeline_schedule": {"name": "stack test", "schedule_type": "api", "status": "active"}},
+    )["pipeline_schedule"]
     triggered = requests.post(
         f"{mage}/api/pipeline_schedules/{created['id']}/pipeline_runs/{created['token']}",
         json={"pipeline_run": {"variables": {}}},
@@ -149,7 +161,7 @@ def test_a_pipeline_triggered_through_the_mage_api_completes(running: stack.Stat
     status = "initial"
     while time.monotonic() < deadline and status not in ("completed", "failed", "cancelled"):
         time.sleep(2)
-        status = requests.get(f"{mage}/api/pipeline_runs/{run_id}", timeout=30).json()["pipeline_run"]["status"]
+        status = api.pipeline_run(run_id)["status"]
     assert status == "completed"
     prepared = folder / "work" / "datasets" / "bank-marketing"
     assert (prepared / "train.parquet").is_file() and (prepared / "batches" / "summer.parquet").is_file()
