@@ -44,14 +44,20 @@ def project_dir(settings: Settings) -> Path:
     return settings.root / "mlops"
 
 
-def retrain_token(settings: Settings) -> str:
-    token = settings.secrets.retrain_token
-    if not token:
+def required_secret(settings: Settings, name: str, why: str) -> str:
+    """``settings.secrets.<name>``, or an error naming its environment variable and how to make one."""
+    value = getattr(settings.secrets, name)
+    if not value:
+        variable = f"MLOPS_SECRETS__{name.upper()}"
         raise OrchestrationError(
-            "MLOPS_SECRETS__RETRAIN_TOKEN is not set: the retrain trigger needs a secret token "
-            "(e.g. `export MLOPS_SECRETS__RETRAIN_TOKEN=$(openssl rand -hex 24)`)"
+            f"{variable} is not set: {why} (e.g. `export {variable}=$(openssl rand -hex 24)`; "
+            "`python -m mlops up` generates one)"
         )
-    return token
+    return str(value)
+
+
+def retrain_token(settings: Settings) -> str:
+    return required_secret(settings, "retrain_token", "the retrain trigger needs a secret token")
 
 
 def retrain_trigger_url(settings: Settings, base_url: str | None = None) -> str:
@@ -135,14 +141,7 @@ def _pin_retrain_trigger(settings: Settings) -> str:
 
 
 def owner_password(settings: Settings) -> str:
-    password = settings.secrets.mage_owner_password
-    if not password:
-        raise OrchestrationError(
-            "MLOPS_SECRETS__MAGE_OWNER_PASSWORD is not set: Mage requires a login and has no default password "
-            "(e.g. `export MLOPS_SECRETS__MAGE_OWNER_PASSWORD=$(openssl rand -hex 16)`; `python -m mlops up` "
-            "generates one)"
-        )
-    return password
+    return required_secret(settings, "mage_owner_password", "Mage requires a login and has no default password")
 
 
 def mage_server(

@@ -152,9 +152,12 @@ def test_grafana_and_postgres_have_no_default_password() -> None:
     assert postgres["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "POSTGRES_HOST_AUTH_METHOD" not in postgres  # never `trust`
     # natively the stack generates each password (0600 file) unless the environment gives one
-    assert {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= set(stack.GENERATED_SECRETS)
+    assert {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MLOPS_SECRETS__MAGE_OWNER_PASSWORD"} <= set(
+        stack.GENERATED_SECRETS
+    )
     defaults = config.load(environ={})
     assert defaults.secrets.reload_token is None and defaults.secrets.retrain_token is None
+    assert defaults.secrets.mage_owner_password is None
     with pytest.raises(orchestration.OrchestrationError, match="RETRAIN_TOKEN is not set"):
         orchestration.retrain_trigger_url(defaults)
 
