@@ -115,7 +115,9 @@ def test_mage_api_needs_the_owner_login(mage: Mage) -> None:
     time.sleep(2 * SCHEDULER_SECONDS + 1)
     assert pipeline_runs(mage.database) == runs_before
 
-    wrong = mage.settings.model_copy(update={"secrets": config.Secrets(mage_owner_password="wrong-password-for-this-test")})
+    wrong = mage.settings.model_copy(
+        update={"secrets": config.Secrets(mage_owner_password="wrong-password-for-this-test")}
+    )
     with pytest.raises(orchestration.OrchestrationError, match="password invalid"):
         orchestration.MageApi(wrong)
     owner = orchestration.MageApi(mage.settings)
