@@ -14,13 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from mlops.core import config, data, reporting
 from mlops.core.validation import DataValidationError
 
-console = Console()
-err = Console(stderr=True)
+console = reporting.console()
+err = reporting.console(stderr=True)
 PIPELINES = ("prepare", "train", "deploy", "test", "monitor", "retrain")
 DEMO_PIPELINES = ("prepare", "train", "deploy", "test")
 BAD_INPUT = 2

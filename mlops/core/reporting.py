@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+PIPED_WIDTH = 140  # rich's 80 columns would cut the tables short in logs and captured output
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; written to a pipe or a file (Mage's logs, CI), it is PIPED_WIDTH wide unless
+    ``COLUMNS`` says otherwise."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and not os.environ.get("COLUMNS", "").isdigit()
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
 
 
 def data_table(report: dict[str, Any]) -> Table:
@@ -67,6 +79,6 @@ def write_json(path: Path, payload: Any) -> Path:
 
 
 def show(*tables: Table) -> None:
-    console = Console()
+    out = console()
     for table in tables:
-        console.print(table)
+        out.print(table)

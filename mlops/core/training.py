@@ -26,7 +26,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from mlops.core import evaluation, features, registry, schema
+from mlops.core import evaluation, features, registry, reporting, schema
 from mlops.core.config import Settings
 from mlops.core.data import labels
 
@@ -219,7 +219,7 @@ def train_candidate(family: str, frames: dict[str, pd.DataFrame], settings: Sett
 
 def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console | None = None) -> TrainingResult:
     """Train every configured family, rank them, register the best with alias ``challenger``."""
-    console = console or Console()
+    console = console or reporting.console()
     client = registry.configure(settings)
     cfg = settings.training
     lift_key = evaluation.lift_key(cfg.lift_fraction)
