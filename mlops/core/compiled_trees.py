@@ -1,14 +1,24 @@
-"""XGBoost's trees as numpy arrays, for scoring a few rows without XGBoost's per-call cost.
+"""Tree ensembles as numpy arrays, for scoring a few rows without the libraries' per-call cost.
 
-XGBoost's predict pays ~0.3 ms per call whatever the row count (it parses its configuration and rebuilds a
-view of the model on every call: dmlc/xgboost#12311), while walking 300 depth-5 trees for one row is a
-few thousand comparisons. :class:`CompiledTrees` reads the booster's JSON model and walks every tree at
-once, level by level, with XGBoost's own arithmetic: features and split values in float32, ``x < split``
-goes left, a missing value takes the node's default branch, leaf values summed in float32 in tree order
-onto the base margin, then ``1 / (1 + expf(-margin))`` with the C library's ``expf``. The result is
-bit-identical to the booster: :meth:`CompiledTrees.matches` checks it on given rows, and the scorer uses
-these trees only when it holds. Anything else in the model (categorical splits, several outputs, another
-objective) raises :class:`UnsupportedBooster`.
+On one record, XGBoost's predict pays ~0.3 ms whatever the row count (it parses its configuration and
+rebuilds a view of the model on every call: dmlc/xgboost#12311), and a scikit-learn random forest ~10 ms
+(input validation and a joblib dispatch per tree), while walking the trees is a few thousand
+comparisons. :class:`CompiledTrees` holds every node of every tree in flat arrays and walks all trees
+at once, one level per step, with the arithmetic of the library that fitted them:
+
+- XGBoost (``binary:logistic``): features and split values in float32, ``x < split`` goes left, leaf
+  values summed in float32 in tree order onto the base margin, then ``1 / (1 + expf(-margin))`` with the
+  C library's ``expf``;
+- scikit-learn ``RandomForestClassifier``: features cast to float32, ``x <= threshold`` (float64) goes
+  left, each tree's leaf class fractions normalised as ``DecisionTreeClassifier.predict_proba`` does,
+  summed in float64 in tree order, then divided by the number of trees;
+- scikit-learn ``HistGradientBoostingClassifier`` (binary, numeric splits): float64 ``x <= threshold``,
+  leaf values summed in float64 in tree order onto the baseline, then ``scipy.special.expit``.
+
+A missing value (NaN) takes the node's default branch in all three. The result is bit-identical to the
+estimator's own probabilities: :meth:`CompiledTrees.matches` checks it, and the scorer uses these
+arrays only when it holds. Anything else (categorical splits, several outputs or classes, another
+objective) raises :class:`UnsupportedTrees`.
 """
 
 from __future__ import annotations
@@ -16,16 +26,179 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
-LEAF = -1  # XGBoost's child index of a leaf
+LEAF = -1  # child index of a leaf (XGBoost and scikit-learn trees)
+MAX_STEPS = 64  # deeper trees are not walked here (the estimator scores them itself)
 
 
-class UnsupportedBooster(ValueError):
-    """The booster holds something these arrays do not model; the message says what."""
+class UnsupportedTrees(ValueError):
+    """The estimator holds something these arrays do not model; the message says what."""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One tree, nodes numbered from its root 0; ``left[i] == LEAF`` marks a leaf, whose value is ``value[i]``."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    default_left: np.ndarray
+    value: np.ndarray
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """How an ensemble turns a row into a probability (see the module docstring)."""
+
+    strict: bool  # x < threshold goes left (XGBoost); else x <= threshold (scikit-learn)
+    feature_dtype: type[np.floating[Any]]  # what the library casts the encoded row to before comparing
+    sum_dtype: type[np.floating[Any]]
+    start: float  # the base margin / baseline the leaf values are added to
+    mean: bool  # divide the sum by the number of trees (a random forest)
+    link: Callable[[np.ndarray], np.ndarray]
+
+
+class CompiledTrees:
+    """Every node of every tree in flat arrays; a leaf points to itself, so walking past it stays put."""
+
+    def __init__(self, trees: Sequence[Tree], arithmetic: Arithmetic) -> None:
+        if not trees:
+            raise UnsupportedTrees("no trees")
+        self.arithmetic = arithmetic
+        offsets = np.cumsum([0] + [len(t.left) for t in trees])
+        self.roots = offsets[:-1]
+        own = [np.arange(len(t.left)) + offset for t, offset in zip(trees, offsets, strict=False)]
+        leaf = np.concatenate([t.left == LEAF for t in trees])
+        self.left = np.where(
+            leaf, np.concatenate(own), np.concatenate([t.left + o for t, o in zip(trees, offsets, strict=False)])
+        )
+        self.right = np.where(
+            leaf, np.concatenate(own), np.concatenate([t.right + o for t, o in zip(trees, offsets, strict=False)])
+        )
+        self.feature = np.where(leaf, 0, np.concatenate([t.feature for t in trees])).astype(np.intp)
+        thresholds = np.concatenate([t.threshold for t in trees])
+        self.threshold = np.where(leaf, np.inf, thresholds).astype(thresholds.dtype)  # a leaf sends x left: itself
+        self.default_left = np.where(leaf, True, np.concatenate([t.default_left for t in trees]).astype(bool))
+        self.value = np.concatenate([t.value for t in trees]).astype(arithmetic.sum_dtype)
+        self.steps = max(_depth(t.left, t.right) for t in trees)
+        if self.steps > MAX_STEPS:
+            raise UnsupportedTrees(f"a tree {self.steps} levels deep")
+
+    def probabilities(self, encoded: np.ndarray) -> np.ndarray:
+        a = self.arithmetic
+        x = np.asarray(encoded).astype(a.feature_dtype).astype(self.threshold.dtype)  # as the library compares
+        rows = np.arange(len(x))[:, None]
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+        for _ in range(self.steps):
+            value = x[rows, self.feature[node]]
+            below = value < self.threshold[node] if a.strict else value <= self.threshold[node]
+            go_left = np.where(np.isnan(value), self.default_left[node], below)
+            node = np.where(go_left, self.left[node], self.right[node])
+        # Tree by tree onto the start value, in the library's order and precision: cumsum keeps the order.
+        start = np.full((len(x), 1), a.start, dtype=a.sum_dtype)
+        total = np.cumsum(np.concatenate([start, self.value[node]], axis=1), axis=1, dtype=a.sum_dtype)[:, -1]
+        if a.mean:
+            total = total / a.sum_dtype(len(self.roots))
+        return a.link(total)
+
+    def matches(self, reference: Callable[[np.ndarray], np.ndarray], encoded: np.ndarray) -> bool:
+        """Bit-identical to ``reference`` (the estimator's probabilities of the positive class) on these rows?"""
+        expected = np.asarray(reference(encoded))
+        return bool(np.array_equal(self.probabilities(encoded).astype(expected.dtype), expected))
+
+
+def compile_estimator(estimator: Any) -> CompiledTrees:
+    """The trees of a fitted XGBoost, random forest or histogram gradient boosting binary classifier."""
+    kind = type(estimator).__name__
+    if kind == "XGBClassifier":
+        return _xgboost(estimator.get_booster())
+    if kind == "RandomForestClassifier":
+        return _random_forest(estimator)
+    if kind == "HistGradientBoostingClassifier":
+        return _hist_gradient_boosting(estimator)
+    raise UnsupportedTrees(f"{kind} is not a tree ensemble these arrays model")
+
+
+def _xgboost(booster: Any) -> CompiledTrees:
+    model = json.loads(booster.save_raw("json"))
+    learner = model["learner"]
+    objective = learner.get("objective", {}).get("name")
+    if objective != "binary:logistic":
+        raise UnsupportedTrees(f"objective {objective!r}")
+    params = learner["learner_model_param"]
+    if int(params.get("num_target", 1)) != 1 or int(params.get("num_class", 0)) > 1:
+        raise UnsupportedTrees("more than one output")
+    gbtree = learner["gradient_booster"]
+    if gbtree.get("name") != "gbtree":
+        raise UnsupportedTrees(f"booster {gbtree.get('name')!r}")
+    trees = []
+    for t in gbtree["model"]["trees"]:
+        if any(t["split_type"]):
+            raise UnsupportedTrees("categorical splits")
+        conditions = np.asarray(t["split_conditions"], dtype=np.float32)  # a leaf's value is stored here too
+        trees.append(
+            Tree(
+                np.asarray(t["left_children"]),
+                np.asarray(t["right_children"]),
+                np.asarray(t["split_indices"]),
+                conditions,
+                np.asarray(t["default_left"]),
+                conditions,
+            )
+        )
+    base_score = np.float32(float(str(params["base_score"]).strip("[]")))
+    # XGBoost turns its base score (a probability) into a margin in float: -log(1/p - 1).
+    margin = float(np.float32(-np.log(np.float32(1) / base_score - np.float32(1))))
+    expf = _c_expf()
+    link = lambda m: np.float32(1) / (np.float32(1) + expf(-m))  # noqa: E731
+    return CompiledTrees(trees, Arithmetic(True, np.float32, np.float32, margin, False, link))
+
+
+def _random_forest(forest: Any) -> CompiledTrees:
+    if forest.n_outputs_ != 1 or len(forest.classes_) != 2:
+        raise UnsupportedTrees("not a binary single-output forest")
+    trees = []
+    for estimator in forest.estimators_:
+        t = estimator.tree_
+        fractions = t.value[:, 0, :]  # DecisionTreeClassifier.predict_proba normalises them once more
+        total = fractions.sum(axis=1)
+        total[total == 0.0] = 1.0
+        missing_left = getattr(t, "missing_go_to_left", np.zeros(t.node_count, dtype=np.uint8))
+        trees.append(
+            Tree(t.children_left, t.children_right, t.feature, t.threshold, missing_left, fractions[:, 1] / total)
+        )
+    return CompiledTrees(trees, Arithmetic(False, np.float32, np.float64, 0.0, True, lambda p: p))
+
+
+def _hist_gradient_boosting(model: Any) -> CompiledTrees:
+    if model.n_trees_per_iteration_ != 1 or len(model.classes_) != 2:
+        raise UnsupportedTrees("not a binary classifier")
+    trees = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise UnsupportedTrees("categorical splits")
+        leaf = nodes["is_leaf"].astype(bool)
+        left = np.where(leaf, LEAF, nodes["left"].astype(np.int64))
+        trees.append(
+            Tree(
+                left,
+                nodes["right"].astype(np.int64),
+                nodes["feature_idx"],
+                nodes["num_threshold"],
+                nodes["missing_go_to_left"],
+                nodes["value"],
+            )
+        )
+    baseline = float(np.asarray(model._baseline_prediction).reshape(-1)[0])
+    return CompiledTrees(trees, Arithmetic(False, np.float64, np.float64, baseline, False, expit))
 
 
 def _c_expf() -> Callable[[np.ndarray], np.ndarray]:
@@ -38,83 +211,11 @@ def _c_expf() -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: np.fromiter((expf(v) for v in x.tolist()), dtype=np.float32, count=len(x))
 
 
-class CompiledTrees:
-    """Every tree padded to a complete binary tree of the ensemble's depth, stored level by level."""
-
-    def __init__(self, booster: Any) -> None:
-        model = json.loads(booster.save_raw("json"))
-        learner = model["learner"]
-        objective = learner.get("objective", {}).get("name")
-        if objective != "binary:logistic":
-            raise UnsupportedBooster(f"objective {objective!r}")
-        params = learner["learner_model_param"]
-        if int(params.get("num_target", 1)) != 1 or int(params.get("num_class", 0)) > 1:
-            raise UnsupportedBooster("more than one output")
-        gbtree = learner["gradient_booster"]
-        if gbtree.get("name") != "gbtree":
-            raise UnsupportedBooster(f"booster {gbtree.get('name')!r}")
-        trees = gbtree["model"]["trees"]
-        if any(any(t["split_type"]) for t in trees):
-            raise UnsupportedBooster("categorical splits")
-        self.depth = max(_depth(tree) for tree in trees)
-        self.inner = 2**self.depth - 1  # split nodes per padded tree (heap order: children of i are 2i+1, 2i+2)
-        count = len(trees)
-        self.feature = np.zeros((count, self.inner), np.intp)
-        self.split = np.full((count, self.inner), np.inf, np.float32)
-        self.default_left = np.ones((count, self.inner), bool)
-        self.leaf = np.zeros((count, self.inner + 1), np.float32)
-        for i, tree in enumerate(trees):
-            self._pad(i, tree, node=0, position=0, level=0)
-        self.tree_offset = np.arange(count) * self.inner
-        self.leaf_offset = np.arange(count) * (self.inner + 1) - self.inner
-        base_score = np.float32(float(str(params["base_score"]).strip("[]")))
-        # XGBoost turns its base score (a probability) into a margin in float: -log(1/p - 1).
-        self.base_margin = np.float32(-np.log(np.float32(1) / base_score - np.float32(1)))
-        self._flat = (self.feature.ravel(), self.split.ravel(), self.default_left.ravel(), self.leaf.ravel())
-        self._expf = _c_expf()
-
-    def _pad(self, i: int, tree: dict[str, Any], node: int, position: int, level: int) -> None:
-        left, right = tree["left_children"][node], tree["right_children"][node]
-        if level == self.depth:  # a leaf at full depth
-            self.leaf[i, position - self.inner] = tree["split_conditions"][node]
-            return
-        if left == LEAF:  # a leaf above full depth: both branches below lead to its value
-            self._pad(i, tree, node, 2 * position + 1, level + 1)
-            self._pad(i, tree, node, 2 * position + 2, level + 1)
-            return
-        self.feature[i, position] = tree["split_indices"][node]
-        self.split[i, position] = tree["split_conditions"][node]
-        self.default_left[i, position] = bool(tree["default_left"][node])
-        self._pad(i, tree, left, 2 * position + 1, level + 1)
-        self._pad(i, tree, right, 2 * position + 2, level + 1)
-
-    def margins(self, encoded: np.ndarray) -> np.ndarray:
-        feature, split, default_left, leaf = self._flat
-        x = np.asarray(encoded, dtype=np.float32)
-        rows = np.arange(len(x))[:, None]
-        position = np.zeros((len(x), len(self.tree_offset)), np.intp)
-        for _ in range(self.depth):
-            flat = position + self.tree_offset
-            value = x[rows, feature[flat]]
-            go_left = np.where(np.isnan(value), default_left[flat], value < split[flat])
-            position = 2 * position + 2 - go_left
-        values = leaf[position + self.leaf_offset]
-        # XGBoost adds tree by tree onto the base margin in float32; cumsum keeps that order (a sum would not).
-        start = np.full((len(x), 1), self.base_margin, np.float32)
-        return np.cumsum(np.concatenate([start, values], axis=1), axis=1, dtype=np.float32)[:, -1]
-
-    def probabilities(self, encoded: np.ndarray) -> np.ndarray:
-        margins = self.margins(encoded)
-        return np.float32(1) / (np.float32(1) + self._expf(-margins))
-
-    def matches(self, booster: Any, encoded: np.ndarray) -> bool:
-        """Bit-identical to ``booster`` on these rows?"""
-        expected = booster.inplace_predict(encoded, predict_type="value")
-        return bool(np.array_equal(self.probabilities(encoded), np.asarray(expected, dtype=np.float32)))
-
-
-def _depth(tree: dict[str, Any], node: int = 0) -> int:
-    left = tree["left_children"][node]
-    if left == LEAF:
-        return 0
-    return 1 + max(_depth(tree, left), _depth(tree, tree["right_children"][node]))
+def _depth(left: np.ndarray, right: np.ndarray) -> int:
+    """Levels below the root (0: the root is a leaf), without recursion."""
+    depth, level = 0, [0]
+    while True:
+        below = [child for node in level if left[node] != LEAF for child in (left[node], right[node])]
+        if not below:
+            return depth
+        depth, level = depth + 1, below

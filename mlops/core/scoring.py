@@ -28,14 +28,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from mlops.core.compiled_trees import CompiledTrees, UnsupportedBooster
+from mlops.core.compiled_trees import CompiledTrees, UnsupportedTrees, compile_estimator
 from mlops.core.config import Dataset
 from mlops.core.features import frame_from_records
 from mlops.core.request_validation import ColumnBatch
 
 Record = Mapping[str, Any]
 BIG_BATCH = 10_000  # from this many records on, the booster predicts with all cores
-TREES_MAX_ROWS = 32  # up to this many rows, compiled trees beat XGBoost's fixed per-call cost
+TREES_MAX_ROWS = 32  # up to this many rows, compiled trees beat the tree libraries' fixed per-call cost
 FEW_RECORDS = 8  # up to this many records, encoding in plain Python beats building numpy blocks
 PARITY_TOLERANCE = 1e-9  # the compiled path must match the pipeline to float rounding (it is exact in practice)
 
@@ -218,22 +218,22 @@ class CompiledScorer:
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         if self.trees is not None and len(encoded) <= TREES_MAX_ROWS:
             return self.trees.probabilities(encoded)
+        return self._estimator_probabilities(encoded)
+
+    def compile_trees(self, probe: Sequence[Record]) -> None:
+        """Score few rows with the estimator's trees as numpy arrays (:mod:`mlops.core.compiled_trees`), if
+        they give the estimator's probabilities bit for bit on ``probe``."""
+        try:
+            trees = compile_estimator(self.estimator)
+        except UnsupportedTrees:
+            return
+        if trees.matches(self._estimator_probabilities, self.encode(probe)):
+            self.trees = trees
+
+    def _estimator_probabilities(self, encoded: np.ndarray) -> np.ndarray:
         if self._booster is not None:
             return np.asarray(self._booster(encoded))
         return np.asarray(self.estimator.predict_proba(encoded)[:, 1])
-
-    def compile_trees(self, probe: Sequence[Record]) -> None:
-        """Score few rows with the booster's trees as numpy arrays (:mod:`mlops.core.compiled_trees`), if
-        they give the booster's probabilities bit for bit on ``probe``."""
-        if self._booster is None:
-            return
-        booster = self.estimator.get_booster()
-        try:
-            trees = CompiledTrees(booster)
-        except UnsupportedBooster:
-            return
-        if trees.matches(booster, self.encode(probe)):
-            self.trees = trees
 
     @cached_property
     def _booster(self) -> Callable[[np.ndarray], np.ndarray] | None:

@@ -92,22 +92,30 @@ def test_other_families_say_they_have_no_explanation(family, split, fitted, plai
         scoring.explain(scorer, record)
 
 
-def test_compiled_trees_equal_the_booster_bit_for_bit(bank_frame, split, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
-    """XGBoost's trees as numpy arrays (the few-record path) give the booster's probabilities exactly, on every
-    row of the dataset and where a value is missing inside the model (each split's default branch)."""
-    from mlops.core.compiled_trees import CompiledTrees
+@pytest.mark.parametrize("family", ["xgboost", "random_forest", "hist_gradient_boosting"])
+def test_compiled_trees_equal_the_estimator_bit_for_bit(family, bank_frame, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    """The tree ensembles as numpy arrays (the few-record path) give the estimator's own probabilities
+    exactly, on every row of the dataset and where a value is missing inside the model (default branches)."""
+    from mlops.core.compiled_trees import compile_estimator
 
-    pipeline = fitted("xgboost")
+    pipeline = fitted(family)
+    if "n_jobs" in pipeline[-1].get_params():
+        pipeline[-1].set_params(n_jobs=1)  # as the predictor runs it (a forest's sum order depends on it)
     records = scoring.frame_records(bank_frame, plain_settings.dataset.features)
     scorer = scoring.scorer_for(pipeline, plain_settings.dataset, records[:256])
     assert isinstance(scorer, scoring.CompiledScorer) and scorer.trees is not None
-    booster = pipeline[-1].get_booster()
     encoded = scorer.encode(records)
     assert len(encoded) == 45_211
-    expected = booster.inplace_predict(encoded, predict_type="value")
-    assert np.array_equal(scorer.trees.probabilities(encoded), expected)
+    expected = scorer._estimator_probabilities(encoded)
+    assert np.array_equal(scorer.trees.probabilities(encoded).astype(expected.dtype), expected)
     holes = encoded[:2000].copy()
     holes[np.random.default_rng(0).random(holes.shape) < 0.3] = np.nan
-    assert CompiledTrees(booster).matches(booster, holes)
-    few = records[:3]
-    assert np.array_equal(scorer.predict(few), expected[:3])  # the path single requests take
+    assert compile_estimator(pipeline[-1]).matches(scorer._estimator_probabilities, holes)
+    assert np.array_equal(scorer.predict(records[:3]), expected[:3])  # the path single requests take
+
+
+def test_models_without_trees_are_not_compiled_to_trees(fitted) -> None:  # type: ignore[no-untyped-def]
+    from mlops.core.compiled_trees import UnsupportedTrees, compile_estimator
+
+    with pytest.raises(UnsupportedTrees, match="LogisticRegression"):
+        compile_estimator(fitted("logistic_regression")[-1])
