@@ -66,10 +66,10 @@ class ParsedCsv:
 
 class ColumnBatch(Sequence[dict[str, Any]]):
     """Validated records held as columns: numeric ones as float64 arrays (NaN where missing), category
-    ones as lists (``None`` where missing). Indexing or iterating builds record dicts (missing as
+    ones as object arrays (``None`` where missing). Indexing or iterating builds record dicts (missing as
     ``None``), so it goes wherever a list of records goes; the scorer reads the columns directly."""
 
-    def __init__(self, numeric: dict[str, np.ndarray], categorical: dict[str, list[Any]], order: list[str]) -> None:
+    def __init__(self, numeric: dict[str, np.ndarray], categorical: dict[str, np.ndarray], order: list[str]) -> None:
         self.numeric = numeric
         self.categorical = categorical
         self.order = order  # the features, in the schema's order
@@ -106,7 +106,7 @@ class ColumnBatch(Sequence[dict[str, Any]]):
                     column[i] = None
                 out.append(column)
             else:
-                out.append(self.categorical[name])
+                out.append(self.categorical[name].tolist())
         return out
 
 
@@ -214,7 +214,7 @@ class RecordValidator:
         if table.ndim != 2 or table.shape[1] != len(columns):
             return None
         numeric: dict[str, np.ndarray] = {}
-        categorical: dict[str, list[Any]] = {}
+        categorical: dict[str, np.ndarray] = {}
         for name in self.schema.features:
             cells = table[:, columns.index(name)]
             if name in self.schema.numerical:
@@ -244,11 +244,10 @@ class RecordValidator:
             return None
         return values
 
-    def _category_column(self, name: str, cells: np.ndarray) -> list[Any] | None:
+    def _category_column(self, name: str, cells: np.ndarray) -> np.ndarray | None:
         spec = self.schema.categorical[name]
-        labels = cells.tolist()
         try:
-            seen = set(labels)
+            seen = set(cells.tolist())
         except TypeError:  # a list or an object in a cell
             return None
         if None in seen:
@@ -262,7 +261,7 @@ class RecordValidator:
                 return None
         elif not seen <= self._allowed[name]:
             return None
-        return labels
+        return cells
 
     def _validate(self, adapter: TypeAdapter[Any], body: bytes, many: bool) -> Any:
         try:

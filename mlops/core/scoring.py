@@ -83,7 +83,7 @@ class CategoricalBlock:
     width: int
 
 
-def _positions(block: CategoricalBlock, column: Sequence[Any]) -> np.ndarray:
+def _positions(block: CategoricalBlock, column: np.ndarray) -> np.ndarray:
     """One-hot positions of a column's values (-1: unseen), looking each distinct value up once."""
     codes, distinct = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)  # None -> code -1
     lookup = np.array([block.index.get(v, -1) for v in distinct.tolist()] + [block.index.get(None, -1)], np.intp)
@@ -205,10 +205,11 @@ class CompiledScorer:
                 values /= self.numeric.scale
             out[:, : len(cols)] = values
         offset = len(cols)
-        rows = np.arange(n)
+        row_start = np.arange(n) * self.width
+        flat = out.reshape(-1)
         for block, position in zip(self.categorical, positions, strict=True):
             known = position >= 0  # handle_unknown="ignore": an unseen category sets no column
-            out[rows[known], offset + position[known]] = 1.0
+            flat[(row_start + offset + position)[known]] = 1.0
             offset += block.width
         return out
 

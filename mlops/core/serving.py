@@ -269,7 +269,8 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     def predict() -> Response:
         kind = content_kind(("json", "csv"))
         deployed = require_model()
-        body = body_bytes()
+        with phase("read"):
+            body = body_bytes()
         with collection_paused(len(body) > BIG_BODY_BYTES):
             return predict_csv(deployed, body) if kind == "csv" else predict_json(deployed, body)
 
