@@ -263,7 +263,8 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         deployed = require_model()
         info = deployed.info
         keys = ("name", "version", "alias", "metrics", "threshold", "trained_at", "family", "run_id", "schema")
-        return _json({**{k: info.get(k) for k in keys}, "scorer": deployed.scorer.kind})
+        trees = getattr(deployed.scorer, "trees", None) is not None  # few records walk compiled trees
+        return _json({**{k: info.get(k) for k in keys}, "scorer": deployed.scorer.kind, "compiled_trees": trees})
 
     @app.post("/predict")
     def predict() -> Response:
@@ -546,7 +547,7 @@ def openapi_document(model: DeployedModel | None, settings: Settings) -> dict[st
                 },
                 "ModelInfo": {
                     "type": "object",
-                    "required": ["name", "version", "threshold", "schema", "scorer"],
+                    "required": ["name", "version", "threshold", "schema", "scorer", "compiled_trees"],
                     "properties": {
                         "name": {"type": "string"},
                         "version": {"type": "string"},
@@ -558,6 +559,7 @@ def openapi_document(model: DeployedModel | None, settings: Settings) -> dict[st
                         "run_id": {"type": ["string", "null"]},
                         "schema": {"type": "object"},
                         "scorer": {"enum": ["compiled", "pipeline"]},
+                        "compiled_trees": {"type": "boolean"},
                     },
                 },
                 "Predictions": {
