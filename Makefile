@@ -33,6 +33,7 @@ test: setup lint  ## the whole suite against real PostgreSQL, MLflow and Mage; f
 
 lint: setup
 	$(BIN)/ruff check mlops tests benchmarks
+	$(BIN)/ruff format --check mlops tests benchmarks
 	$(BIN)/mypy mlops/core
 
 bench: setup  ## benchmarks (not tests): print tables, write benchmarks/results/*.json
