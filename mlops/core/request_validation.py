@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 from mlops.core.schema import FeatureSchema
 
 SPLIT_KEY = "dataframe_split"  # MLflow's name for the column-oriented JSON body
+SPLIT_START = re.compile(rb'\s*\{\s*"' + SPLIT_KEY.encode() + rb'"')  # a body whose first key is it
 MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
 # Tree boosters compute in 32-bit floats: a larger magnitude would become infinite inside the model.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -145,7 +147,7 @@ class RecordValidator:
         start = body.lstrip()[:1]
         if start == b"[" and not single_only:
             return self._validate(self.many, body, many=True)
-        if start == b"{" and not single_only and body.lstrip()[1:].lstrip().startswith(b'"%s"' % SPLIT_KEY.encode()):
+        if not single_only and SPLIT_START.match(body):  # matched in place: a big body is not copied
             parsed = self._parse(body)
             if isinstance(parsed, dict) and parsed.keys() == {SPLIT_KEY}:
                 return self.parse_split(parsed[SPLIT_KEY])
@@ -234,9 +236,8 @@ class RecordValidator:
         if not kinds <= {int, float, type(None)} or (type(None) in kinds and not self.schema.numerical[name].nullable):
             return None
         try:
-            values = cells.astype(
-                np.float64
-            )  # None -> NaN (JSON has no NaN: pydantic-core reads NaN as a float, refused below)
+            # None -> NaN (JSON has no NaN: pydantic-core reads a NaN token as a float, refused below)
+            values = cells.astype(np.float64)
         except OverflowError:  # an integer beyond float64
             return None
         present = values[cells != None] if type(None) in kinds else values  # noqa: E711 (element-wise)
