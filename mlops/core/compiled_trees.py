@@ -72,16 +72,13 @@ class CompiledTrees:
         if not trees:
             raise UnsupportedTrees("no trees")
         self.arithmetic = arithmetic
-        offsets = np.cumsum([0] + [len(t.left) for t in trees])
-        self.roots = offsets[:-1]
-        own = [np.arange(len(t.left)) + offset for t, offset in zip(trees, offsets, strict=False)]
-        leaf = np.concatenate([t.left == LEAF for t in trees])
-        self.left = np.where(
-            leaf, np.concatenate(own), np.concatenate([t.left + o for t, o in zip(trees, offsets, strict=False)])
-        )
-        self.right = np.where(
-            leaf, np.concatenate(own), np.concatenate([t.right + o for t, o in zip(trees, offsets, strict=False)])
-        )
+        sizes = [len(t.left) for t in trees]
+        self.roots = np.cumsum([0, *sizes[:-1]])
+        shift = np.repeat(self.roots, sizes)  # a tree's node i is node roots[tree] + i of the whole
+        itself = np.arange(sum(sizes))
+        leaf = np.concatenate([t.left for t in trees]) == LEAF
+        self.left = np.where(leaf, itself, np.concatenate([t.left for t in trees]) + shift)
+        self.right = np.where(leaf, itself, np.concatenate([t.right for t in trees]) + shift)
         self.feature = np.where(leaf, 0, np.concatenate([t.feature for t in trees])).astype(np.intp)
         thresholds = np.concatenate([t.threshold for t in trees])
         self.threshold = np.where(leaf, np.inf, thresholds).astype(thresholds.dtype)  # a leaf sends x left: itself
