@@ -466,9 +466,8 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     ):
         services.wait_http(health, proc, timeout=HEALTH_TIMEOUT[name])
         say(f"{name} is up at {url}")
-        if name == "mage":
-            login = stacked.orchestration.mage_owner_email
-            say(f"mage login: {login}, password MLOPS_SECRETS__MAGE_OWNER_PASSWORD in {run / SECRETS_FILE}")
+    login = stacked.orchestration.mage_owner_email
+    say(f"mage login: {login}, password MLOPS_SECRETS__MAGE_OWNER_PASSWORD in {run / SECRETS_FILE}")
 
     if state.database == "sqlite":
         state.notes["grafana"] = "not started: the dashboards need PostgreSQL (stack.database is sqlite)"
