@@ -8,12 +8,20 @@ keeps serving. Once the database answers again the spooled files are replayed. I
 ``(request_id, record_index)`` is already stored, so a replay interrupted half-way never duplicates
 rows: N scored records leave exactly N rows. :meth:`close` drains the queue (gunicorn's ``worker_exit``
 hook calls :func:`close_all`), so a graceful reload or shutdown loses nothing.
+
+A crash loses nothing either: before an answer is sent, :meth:`PredictionLog.journal` appends its rows to a
+journal file of this process in the spool folder (one ``write``, in the kernel's page cache once it returns,
+so it survives the process being killed; docs/reliability.md states the promise). The process holds an
+exclusive ``flock`` on its journal while it lives; a journal segment is deleted once every batch in it is in
+the database or the spool. A journal nobody holds belongs to a dead process: any predictor process that
+finds one (at start and on every flush) moves it into the spool, whose replay skips rows already stored.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -37,6 +45,8 @@ SPOOL_SUFFIX = ".jsonl"
 BULK_ROWS = 5000  # rows per INSERT statement (one JSON document each)
 REJECTED_SUFFIX = ".rejected"  # rows the database refused (never retried; see _replay_spool)
 CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
+JOURNAL_PREFIX = "journal-"  # journal-<pid>-<random>.log: rows answered, not yet in the database or spool
+JOURNAL_SEGMENT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,33 @@ class ScoredBatch:
             }
 
 
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps({**row, "scored_at": row["scored_at"].isoformat()}) + "\n"
+
+
+class JournalSegment:
+    """One journal file of this process, locked while open; ``outstanding`` batches are not yet written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{JOURNAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
+        self.file = self.path.open("a", encoding="utf-8")
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.opened = time.monotonic()
+        self.size = 0
+        self.outstanding = 0
+        self.sealed = False  # no more batches go in; deleted once outstanding reaches 0
+
+    def append(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()  # one write(2): in the page cache, so a killed process loses none of it
+        self.size += len(text)
+        self.outstanding += 1
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.file.close()
+
+
 _STOP = object()
 _open_logs: list[PredictionLog] = []
 
@@ -84,17 +121,44 @@ class PredictionLog:
         self._last_replay = 0.0
         self.written = 0  # rows this process inserted (spool replays included)
         self.spooled = 0  # rows this process sent to the spool
+        self._journal_lock = threading.Lock()
+        self._segment: JournalSegment | None = None
 
     def start(self) -> PredictionLog:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._release_stale_claims()
+        self._recover_journals()
         self._thread.start()
         _open_logs.append(self)
         return self
 
-    def submit(self, batch: ScoredBatch) -> None:
+    def journal(self, batch: ScoredBatch) -> JournalSegment:
+        """Write-ahead: the batch's rows on disk before its answer is sent; pass the result to :meth:`submit`."""
+        text = "".join(_json_line(row) for row in batch.rows())
+        with self._journal_lock:
+            segment = self._segment
+            if segment is None or segment.sealed:
+                segment = self._segment = JournalSegment(self.spool_dir)
+            segment.append(text)
+            if segment.size >= JOURNAL_SEGMENT_BYTES or time.monotonic() - segment.opened >= self.flush_seconds:
+                segment.sealed = True  # the next batch starts a new file, so this one can be deleted soon
+            return segment
+
+    def submit(self, batch: ScoredBatch, segment: JournalSegment | None = None) -> None:
         """Hand a scored batch to the writer (never blocks, never touches the database)."""
-        self._queue.put(batch)
+        self._queue.put((batch, segment))
+
+    def _settle(self, segments: list[JournalSegment]) -> None:
+        """These batches are in the database or the spool: delete journal segments nothing waits on."""
+        with self._journal_lock:
+            for segment in segments:
+                segment.outstanding -= 1
+            current = self._segment
+            if current is not None and current.outstanding == 0:
+                current.sealed = True
+            for segment in {*segments, *([current] if current else [])}:
+                if segment.sealed and segment.outstanding == 0 and not segment.file.closed:
+                    segment.discard()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write (or spool) everything submitted so far and stop the writer."""
@@ -110,6 +174,7 @@ class PredictionLog:
 
     def _run(self) -> None:
         pending: list[dict[str, Any]] = []
+        segments: list[JournalSegment] = []
         deadline = 0.0
         stopping = False
         while not stopping:
@@ -123,11 +188,16 @@ class PredictionLog:
             elif item is not None:
                 if not pending:
                     deadline = time.monotonic() + self.flush_seconds
-                pending.extend(item.rows())
+                batch, segment = item
+                pending.extend(batch.rows())
+                if segment is not None:
+                    segments.append(segment)
             if pending and (stopping or len(pending) >= self.batch_size or time.monotonic() >= deadline):
                 self._write(pending)
-                pending = []
+                self._settle(segments)
+                pending, segments = [], []
             if not pending and not stopping and time.monotonic() - self._last_replay >= self.flush_seconds:
+                self._recover_journals()
                 self._replay_spool()
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
@@ -174,12 +244,25 @@ class PredictionLog:
             self.written += len(chunk)
         # A failure after some chunks committed spools all rows: the replay skips those already stored.
 
+    def _recover_journals(self) -> None:
+        """Move the journals of dead processes (nobody holds their lock) into the spool, to be replayed."""
+        for path in self.spool_dir.glob(f"{JOURNAL_PREFIX}*.log"):
+            try:
+                with path.open("a", encoding="utf-8") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its process lives
+                    if path.stat().st_size:
+                        path.replace(self.spool_dir / f"predictions-recovered-{path.stem}{SPOOL_SUFFIX}")
+                        log.warning("prediction log: recovered the journal %s of a process that died", path.name)
+                    else:
+                        path.unlink()
+            except (BlockingIOError, FileNotFoundError):
+                continue
+
     def _spool(self, rows: list[dict[str, Any]]) -> None:
         name = f"predictions-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
         partial = self.spool_dir / (name + ".part")
         with partial.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps({**row, "scored_at": row["scored_at"].isoformat()}) + "\n")
+            fh.writelines(_json_line(row) for row in rows)
             fh.flush()
             os.fsync(fh.fileno())
         partial.replace(self.spool_dir / name)
@@ -228,7 +311,7 @@ class PredictionLog:
                 )
         if refused:
             with rejected.open("a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps({**r, "scored_at": r["scored_at"].isoformat()}) + "\n" for r in refused)
+                fh.writelines(_json_line(r) for r in refused)
 
     def _release_stale_claims(self) -> None:
         """Give back files claimed by processes that died mid-replay."""

@@ -244,8 +244,10 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     def _log_after_sending(response: Response) -> Response:
         scored = g.pop("scored", None)
         if scored is not None:
-            # Queued once the answer is sent, so the writer thread never competes with the request for the GIL.
-            response.call_on_close(lambda: prediction_log.submit(scored))
+            # On disk before the answer leaves (a crash after it loses nothing); queued for the database
+            # once the answer is sent, so the writer thread never competes with the request for the GIL.
+            segment = prediction_log.journal(scored)
+            response.call_on_close(lambda: prediction_log.submit(scored, segment))
         return response
 
     @app.get("/health")

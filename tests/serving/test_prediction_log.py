@@ -3,6 +3,8 @@ connections, spools to disk, and flushes once the database is back; a graceful s
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +124,44 @@ def test_a_graceful_stop_writes_what_is_queued(
     assert not predictor.process.alive()
     assert count_rows(url) == 15
     assert not services.port_in_use(int(predictor.url.rsplit(":", 1)[1]))
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from mlops.core.prediction_log import PredictionLog, ScoredBatch
+
+log = PredictionLog(sys.argv[1], Path(sys.argv[2]), batch_size=500, flush_seconds=3600).start()
+records = [{"age": n} for n in range(int(sys.argv[3]))]
+batch = ScoredBatch("killed-request", datetime.now(UTC), "m", "1", records, [0.5] * len(records), [True] * len(records))
+log.journal(batch)  # what the predictor does before the answer leaves; the writer never gets to it
+print("answered", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.postgres
+def test_rows_answered_by_a_killed_process_are_recovered_once(make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL after the journal write and before the database write: the next process stores every row, once."""
+    url = make_database("journal")
+    spool = tmp_path / "spool"
+    child = subprocess.run([sys.executable, "-c", KILLED_WRITER, url, str(spool), "7"], capture_output=True, text=True)
+    assert child.returncode == -9 and "answered" in child.stdout, child.stderr
+    assert count_rows_or_zero(url) == 0
+    survivor = prediction_log.PredictionLog(url, spool, flush_seconds=0.2).start()
+    try:
+        assert wait_until(lambda: count_rows_or_zero(url) == 7, timeout=30)
+        survivor._recover_journals()  # a second pass finds nothing more to add
+        time.sleep(1)
+        assert count_rows_or_zero(url) == 7
+    finally:
+        survivor.close()
+    assert not list(spool.glob("journal-*")) and not prediction_log.spooled_files(spool)
+
+
+def count_rows_or_zero(url: str) -> int:
+    try:
+        return count_rows(url)
+    except sa.exc.ProgrammingError:  # the tables come with the first write
+        return 0
