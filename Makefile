@@ -15,13 +15,14 @@ MLOPS_DATASET__SOURCE__PATH ?= $(abspath $(SHARED_CSV))
 export MLOPS_DATASET__SOURCE__PATH
 endif
 
-.PHONY: setup demo test lint typecheck bench soak screenshots clean
+.PHONY: setup demo test test-stack chromium stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
+EXPORT := $(UV) export --quiet --frozen --no-dev --no-hashes --no-emit-project --no-annotate
 
 setup: $(STAMP)  ## build .venv from uv.lock (a second run does nothing)
 
 $(STAMP): pyproject.toml uv.lock tools/compose-lint/package-lock.json
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 	npm ci --prefix tools/compose-lint --no-audit --no-fund  # dclint, for tests/stack
 	@touch $@
 
@@ -29,7 +30,26 @@ demo: setup  ## data step, then the pipelines through Mage; prints the result
 	$(BIN)/python -m mlops demo
 
 test: setup lint  ## the whole suite against real PostgreSQL, MLflow and Mage; fails on skipped tests
-	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest
+	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest --ignore=tests/compose
+
+compose-env:  ## write .env for docker compose from .env.example, generating every empty secret (never overwrites one)
+	$(PYTHON) -m mlops.core.compose_env
+
+stack-images: setup  ## a Docker engine (started if none answers), base images (offline stand-ins if none can be pulled), every image
+	$(BIN)/python -m mlops images
+
+test-stack: setup chromium  ## the compose stack, built and run for real: the whole loop inside it, a browser on its UIs
+	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest tests/compose
+
+chromium:  ## Debian's Chromium, which Playwright drives headless (it cannot download a browser of its own here)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } \
+	  || { echo "install Debian's chromium (apt-get install chromium): the browser checks drive it" >&2; exit 2; }
+
+image-requirements: setup  ## images/*/requirements.txt from uv.lock (tests/stack checks they are current)
+	$(EXPORT) --extra orchestration -o images/mage/requirements.txt
+	$(EXPORT) --extra app -o images/streamlit/requirements.txt
+	$(BIN)/python -m mlops.core.payload requirements > images/predictor/requirements.txt
+	$(BIN)/python -m mlops.core.payload mlflow-server > images/mlflow/requirements.txt
 
 lint: setup
 	$(BIN)/ruff check mlops tests benchmarks
@@ -42,7 +62,7 @@ bench: setup  ## benchmarks (not tests): print tables, write benchmarks/results/
 soak: setup  ## reliability soak: 1,000+ fuzz cases, load without loss, fault drills -> benchmarks/results/reliability.json
 	$(BIN)/python -m benchmarks soak
 
-screenshots: setup  ## start the app against the running services; headless Chromium PNGs of each page into images/
+screenshots: setup chromium  ## start the app against the running services; headless Chromium PNGs of each page into images/
 	$(BIN)/python -m mlops.app.screenshots --out images
 
 clean:

@@ -218,6 +218,31 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0 if all(row.status in ("healthy", "not started") for row in rows) else 1
 
 
+def cmd_images(args: argparse.Namespace, settings: config.Settings) -> int:
+    """A Docker engine (started if none answers), base images (offline stand-ins), then every image."""
+    from mlops.core import compose_env, container_engine
+
+    engine = container_engine.find_or_start_engine(console.print)
+    try:
+        engine.compose = container_engine.compose_command(engine, console.print)
+        for tag, how in container_engine.ensure_base_images(engine, console.print).items():
+            console.print(f"base image {tag}: {how}")
+        env = compose_env.read(compose_env.ensure())
+        built = container_engine.build_services(engine, env, console.print, no_cache=args.no_cache)
+    except container_engine.EngineError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    finally:
+        if args.keep_engine and engine.pid is not None:
+            console.print(
+                f"the Docker engine keeps running (pid {engine.pid}): export DOCKER_HOST={engine.env['DOCKER_HOST']}"
+            )
+        else:
+            engine.stop()
+    console.print(reporting.image_table(built))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mlops", description=__doc__)
     p.add_argument("--config", help="configuration file (default: $MLOPS_CONFIG or configs/bank_marketing.yaml)")
@@ -252,6 +277,10 @@ def parser() -> argparse.ArgumentParser:
     mon.set_defaults(func=cmd_monitor)
     ac = sub.add_parser("alert-check", help="evaluate the provisioned Grafana alert rule on the monitoring DB")
     ac.set_defaults(func=cmd_alert_check)
+    im = sub.add_parser("images", help="build every image of the compose stack (an engine and stand-ins if needed)")
+    im.add_argument("--keep-engine", action="store_true", help="leave an engine this started running")
+    im.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    im.set_defaults(func=cmd_images)
     c = sub.add_parser("config", help="print the resolved configuration")
     c.set_defaults(func=cmd_config)
     return p

@@ -159,7 +159,8 @@ def mage_server(
     }
     if scheduler_interval_seconds is not None:
         env["SCHEDULER_TRIGGER_INTERVAL"] = str(scheduler_interval_seconds)
-    command = [str(services.VENV_BIN / "mage"), "start", "mlops", "--host", host, "--port", str(port)]
+    # Mage's CLI with its process queue's races closed (mlops.core.mage_launcher)
+    command = [sys.executable, "-m", "mlops.core.mage_launcher", "start", "mlops", "--host", host, "--port", str(port)]
     return services.ManagedProcess("mage", command, log_path, env=env, cwd=settings.root)
 
 

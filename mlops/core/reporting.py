@@ -82,3 +82,12 @@ def show(*tables: Table) -> None:
     out = console()
     for table in tables:
         out.print(table)
+
+
+def image_table(built: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="images of the compose stack")
+    for col in ("service", "build seconds", "size (MB)"):
+        table.add_column(col, justify="left" if col == "service" else "right")
+    for service, numbers in built.items():
+        table.add_row(service, f"{numbers['build_seconds']:.0f}", f"{numbers['size_mb']:,.0f}")
+    return table

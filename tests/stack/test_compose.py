@@ -1,6 +1,7 @@
-"""docker-compose.yml and the images, checked statically (no Docker engine runs here): the compose file against
-the current compose specification (dclint), every Dockerfile with hadolint, and cross-checks that what each
-service builds, mounts, runs and reads exists in the project and in .env.example."""
+"""docker-compose.yml and the images, checked statically (tests/compose runs them for real): the compose file
+against the current compose specification (dclint), every Dockerfile with hadolint, each image's pinned
+requirements against uv.lock, and cross-checks that what each service builds, mounts, runs and reads exists in
+the project and in .env.example."""
 
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from mlops.core import config, payload, services, store
+from mlops.core import compose_env, config, payload, services, store
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DCLINT = ROOT / "tools" / "compose-lint" / "node_modules" / ".bin" / "dclint"
 HADOLINT = Path(sys.executable).with_name("hadolint")
-REQUIREMENTS = ROOT / "images" / "requirements.txt"
-# Paths a service uses that the platform generates rather than git holds (and what generates them).
-GENERATED = {"build/predictor": "python -m mlops payload (mlops.core.payload.write_payload)"}
+# images/<service>/requirements.txt: uv.lock exported with the extra the service needs
+IMAGE_EXTRAS = {"mage": "orchestration", "streamlit": "app"}
 VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET")
 
@@ -47,6 +47,11 @@ def env_example() -> dict[str, str]:
 def service_env(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     return {k: str(v) for k, v in env.items()}
+
+
+def mount_source(volume: str) -> str:
+    """The host side of a volume entry, with compose's variables as .env.example sets them."""
+    return interpolate(volume, compose_env.read(ENV_EXAMPLE)).split(":")[0]
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -68,8 +73,8 @@ def test_compose_file_follows_the_compose_specification() -> None:
 
 
 def test_every_dockerfile_passes_hadolint() -> None:
-    dockerfiles = sorted(ROOT.glob("images/*/Dockerfile"))
-    assert {p.parent.name for p in dockerfiles} == {"mage", "mlflow", "streamlit"}
+    dockerfiles = sorted(ROOT.glob("images/**/Dockerfile"))
+    assert {p.parent.name for p in dockerfiles} == {"mage", "mlflow", "streamlit", "predictor", "python", "postgres"}
     for dockerfile in dockerfiles:
         result = subprocess.run(
             [str(HADOLINT), "--no-color", "--failure-threshold", "error", str(dockerfile)],
@@ -89,22 +94,32 @@ def pins(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def test_baked_requirements_match_uv_lock() -> None:
-    """images/requirements.txt is `uv export` of uv.lock: regenerate it when the lock changes (see its header)."""
+@pytest.mark.parametrize("image", sorted(IMAGE_EXTRAS))
+def test_baked_requirements_match_uv_lock(image: str) -> None:
+    """images/<service>/requirements.txt is uv.lock exported with the service's extra: `make image-requirements`
+    regenerates it when the lock changes."""
     command = [*uv_command(), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--no-annotate"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run([*command, "--extra", IMAGE_EXTRAS[image]], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert pins(REQUIREMENTS.read_text()) == pins(result.stdout), (
-        "images/requirements.txt is out of date: run "
-        "`uv export --frozen --no-dev --no-hashes --no-emit-project --no-annotate -o images/requirements.txt`"
+    path = ROOT / "images" / image / "requirements.txt"
+    assert pins(path.read_text()) == pins(result.stdout), f"{path} is out of date: run `make image-requirements`"
+
+
+def test_predictor_image_requirements_are_what_serving_imports() -> None:
+    """The compose predictor installs exactly what the deploy payload would (CPU-only XGBoost, no CUDA)."""
+    path = ROOT / "images" / "predictor" / "requirements.txt"
+    assert pins(path.read_text()) == payload.requirements(), f"{path} is out of date: run `make image-requirements`"
+    names = {line.split("==")[0] for line in pins(path.read_text())}
+    assert "xgboost-cpu" in names and "xgboost" not in names and not any(n.startswith("nvidia-") for n in names)
+    assert not {"mage-ai", "mlflow", "streamlit"} & names
+
+
+def test_mlflow_image_installs_the_locked_server_and_driver() -> None:
+    path = ROOT / "images" / "mlflow" / "requirements.txt"
+    assert pins(path.read_text()) == payload.pinned_closure(payload.MLFLOW_SERVER_DISTRIBUTIONS), (
+        f"{path} is out of date: run `make image-requirements`"
     )
-
-
-def test_mlflow_image_pins_are_the_locked_versions() -> None:
-    locked = dict(line.split(" ;")[0].split("==") for line in pins(REQUIREMENTS.read_text()))
-    for line in pins((ROOT / "images" / "mlflow" / "requirements.txt").read_text()):
-        name, version = line.split("==")
-        assert locked.get(name) == version, f"images/mlflow/requirements.txt: {line}, uv.lock: {locked.get(name)}"
+    assert not {"mage-ai", "streamlit"} & {line.split("==")[0] for line in pins(path.read_text())}
 
 
 def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
@@ -118,7 +133,7 @@ def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(compo
         for port in service.get("ports", []):
             assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:${"), f"{name} publishes {port} beyond 127.0.0.1"
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = mount_source(volume)
             if not source.startswith("."):
                 assert source in compose["volumes"], f"{name} mounts undeclared volume {source}"
     assert services["postgres"]["healthcheck"]["test"][1].startswith("pg_isready")
@@ -129,9 +144,6 @@ def test_built_and_mounted_paths_exist(compose: dict[str, Any]) -> None:
         build = service.get("build")
         if build:
             context = (ROOT / build["context"]).resolve()
-            relative = context.relative_to(ROOT).as_posix()
-            if relative in GENERATED:
-                continue  # checked against its generator in test_predictor_service_runs_the_generated_payload
             dockerfile = context / build.get("dockerfile", "Dockerfile")
             assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
             for source in copy_sources(dockerfile):
@@ -139,11 +151,10 @@ def test_built_and_mounted_paths_exist(compose: dict[str, Any]) -> None:
                 if context == ROOT:
                     assert_not_dockerignored(source)
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = mount_source(volume)
             if source.startswith("."):
                 relative = Path(source).as_posix().removeprefix("./")
-                exists = relative in GENERATED or (ROOT / relative).exists()
-                assert exists, f"{name} mounts {source}, not in the project"
+                assert (ROOT / relative).exists(), f"{name} mounts {source}, not in the project"
 
 
 def copy_sources(dockerfile: Path) -> list[str]:
@@ -172,7 +183,10 @@ def test_services_run_what_exists(compose: dict[str, Any]) -> None:
         source = ROOT / (module.replace(".", "/") + ".py")
         assert source.is_file() and "__main__" in source.read_text(), f"{module} cannot be run with -m"
         assert f'["{argument}"]' in source.read_text(), f"{module} does not take {argument!r}"
-    assert "exec mage start mlops" in entrypoint and (ROOT / "mlops" / "metadata.yaml").is_file()
+    assert (
+        "exec python -m mlops.core.mage_launcher start mlops" in entrypoint
+        and (ROOT / "mlops" / "metadata.yaml").is_file()
+    )
     assert (ROOT / "images" / "mage" / "entrypoint.sh").stat().st_mode & 0o111
     assert "mlops-mage-entrypoint" in (ROOT / "images" / "mage" / "Dockerfile").read_text()
     # Streamlit: the script it runs
@@ -191,17 +205,36 @@ def test_services_run_what_exists(compose: dict[str, Any]) -> None:
             assert (ROOT / volume.split(":")[0]).is_dir()
 
 
-def test_predictor_service_runs_the_generated_payload(compose: dict[str, Any]) -> None:
-    """The predictor builds from the folder deploy writes, and mounts it where the image's configuration looks."""
-    settings = config.load()
-    predictor = compose["services"]["predictor"]
-    assert (ROOT / predictor["build"]["context"]).resolve() == payload.payload_dir(settings)
-    dockerfile = payload.DOCKERFILE
-    assert "WORKDIR /app" in dockerfile and "/app/.mlops" in dockerfile and "EXPOSE 8080" in dockerfile
+def test_predictor_service_reads_the_payload_deploy_writes(compose: dict[str, Any]) -> None:
+    """The predictor image holds the code; the model comes from the volume the Mage container's deploy writes."""
+    services_ = compose["services"]
+    predictor, mage = services_["predictor"], services_["mage"]
+    assert predictor["build"]["dockerfile"] == "images/predictor/Dockerfile"
     env = service_env(predictor)
     mounts = {v.split(":")[1]: v.split(":")[0] for v in predictor["volumes"]}
-    assert mounts[env["MLOPS_SERVING__PAYLOAD_DIR"]] == "./build/predictor"
+    assert mounts[env["MLOPS_SERVING__PAYLOAD_DIR"]] == "predictor_payload"
+    assert predictor["volumes"][0].endswith(":ro")
+    mage_mounts = {v.split(":")[0]: v.split(":")[1] for v in mage["volumes"]}
+    mage_settings = config.load(environ={"MLOPS_ROOT": str(ROOT)})  # the image's root is /home/src
+    expected = Path("/home/src") / payload.payload_dir(mage_settings).relative_to(ROOT)
+    assert Path(mage_mounts["predictor_payload"]) == expected
     assert "/app/.mlops" in mounts, "the prediction spool must survive a container restart"
+
+
+def test_compose_env_generates_every_secret_and_keeps_existing_ones(tmp_path: Path) -> None:
+    env_file = compose_env.ensure(tmp_path / ".env")
+    values = compose_env.read(env_file)
+    secrets_ = {k: v for k, v in values.items() if SECRET_NAME.search(k)}
+    assert secrets_ and all(len(v) == 48 for v in secrets_.values())
+    assert env_file.stat().st_mode & 0o077 == 0, "the .env file must be readable by its owner only"
+    kept = env_file.read_text().replace(f"MAGE_OWNER_PASSWORD={values['MAGE_OWNER_PASSWORD']}", "MAGE_OWNER_PASSWORD=")
+    env_file.write_text(kept.replace(f"POSTGRES_PASSWORD={values['POSTGRES_PASSWORD']}", "POSTGRES_PASSWORD=mine"))
+    again = compose_env.read(compose_env.ensure(env_file))
+    assert (
+        again["POSTGRES_PASSWORD"] == "mine"
+        and again["MLOPS_SECRETS__RETRAIN_TOKEN"] == values["MLOPS_SECRETS__RETRAIN_TOKEN"]
+    )
+    assert again["MAGE_OWNER_PASSWORD"] not in ("", values["MAGE_OWNER_PASSWORD"])
 
 
 def test_every_variable_is_documented_and_no_secret_is_committed(

@@ -1,0 +1,75 @@
+"""``python -m mlops.core.mage_launcher start mlops ...``: Mage's own CLI, with its process queue's races closed.
+
+Mage 0.9.80's scheduler hands each block run to a ``ProcessQueue``; on a loaded machine (two shared cores, a
+container) two races in it left a run hanging for ever, seen in the compose stack test:
+
+1. ``enqueue`` puts the job on the queue *before* marking it queued in the shared job dict, so a worker that
+   takes it at once dies with ``KeyError: 'block_run_N'``;
+2. ``multiprocessing.Queue.put`` returns before the item reaches the pipe (a feeder thread writes it later), so
+   the worker pool that ``enqueue`` starts right after can find the queue empty, exit, and leave the job queued
+   with no pool: ``has_job`` then reports it as present on every scheduler tick and it is never run.
+
+The patch marks the job before putting it, uses a ``multiprocessing.SimpleQueue`` (its ``put`` writes to the
+pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait. Nothing else of
+Mage changes. Both the compose image's entrypoint and :func:`mlops.core.orchestration.mage_server` start Mage
+through this module.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def patch_process_queue() -> None:
+    from mage_ai.orchestration.queue import process_queue as pq
+
+    queue_class: Any = pq.ProcessQueue
+    if getattr(queue_class, "_mlops_patched", False):
+        return
+    original_init = queue_class.__init__
+    original_has_job = queue_class.has_job
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.queue = multiprocessing.SimpleQueue()  # put() returns once the job is in the pipe
+
+    def enqueue(self: Any, job_id: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.status != pq.QueueStatus.ACTIVE:
+            self._print("Cannot enqueue a job to an inactive queue.")
+            return
+        if self.has_job(job_id):
+            self._print(f"Job {job_id} exists. Skip enqueue.")
+            return
+        self._print(f"Enqueue job {job_id}")
+        if self.redis_client:
+            self.redis_client.set(job_id, self.client_id)
+            self.redis_client.set(self.client_id, "1", ex=pq.LIVENESS_TIMEOUT_SECONDS)
+        self.job_dict[job_id] = pq.JobStatus.QUEUED  # before any worker can take it
+        self.queue.put([job_id, target, args, kwargs])
+        if not self.is_worker_pool_alive():
+            self.start_worker_pool()
+
+    def has_job(self: Any, job_id: str, logger: Any = None, logging_tags: Any = None) -> bool:
+        if not self.is_worker_pool_alive() and not self.queue.empty():
+            self.start_worker_pool()  # a pool that exited just as a job arrived
+        return bool(original_has_job(self, job_id, logger=logger, logging_tags=logging_tags))
+
+    queue_class.__init__ = __init__
+    queue_class.enqueue = enqueue
+    queue_class.has_job = has_job
+    queue_class._mlops_patched = True
+
+
+def main() -> None:
+    patch_process_queue()
+    from mage_ai.cli.main import app
+
+    sys.argv[0] = "mage"
+    app()
+
+
+if __name__ == "__main__":
+    main()
