@@ -170,14 +170,17 @@ def _math(expression: str, values: Mapping[str, float | None]) -> bool | None:
     return _COMPARE[found.group(2)](left, right)
 
 
-def evaluate(settings: Settings, now: datetime | None = None) -> AlertEvaluation:
-    """Evaluate the provisioned alert rule against ``settings.monitoring_db`` as Grafana would."""
+def evaluate(settings: Settings, now: datetime | None = None, migrate: bool = True) -> AlertEvaluation:
+    """Evaluate the provisioned alert rule against ``settings.monitoring_db`` as Grafana would.
+
+    ``migrate=False`` reads only, as Grafana's read-only role must (it may not create the schema's tables)."""
     rule = load_rule(settings)
     # Grafana's range is whole seconds: round the end up so that a run written this second is inside it.
     end = (now or datetime.now(UTC)).replace(microsecond=0) + timedelta(seconds=1)
     start = end - timedelta(seconds=rule.window_seconds)
     url = settings.monitoring_db
-    store.migrate(url)
+    if migrate:
+        store.migrate(url)
     eng = sa.create_engine(store.normalise_url(url))
     values: dict[str, float | None] = {}
     expanded: dict[str, str] = {}
