@@ -51,8 +51,8 @@ class EngineError(RuntimeError):
     """No engine can be used or started here; the message says why and what to do."""
 
 
-def _run(command: list[str], env: dict[str, str] | None = None, timeout: float = 120, **kw: object) -> str:
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+def _run(command: list[str], env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None) -> str:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
     if result.returncode != 0:
         raise EngineError(
             f"{' '.join(command[:4])} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"

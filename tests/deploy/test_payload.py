@@ -84,8 +84,11 @@ def test_requirements_are_pinned_from_this_environment_and_cover_serving(written
     pinned = dict(line.split("==") for line in lines)
     from importlib.metadata import version
 
-    for name in ("gunicorn", "scikit-learn", "xgboost", "pandas", "numpy", "skops"):
+    for name in ("gunicorn", "scikit-learn", "pandas", "numpy", "skops"):
         assert pinned[name] == version(name), name
+    # XGBoost's CPU-only wheel: the same library and version, without CUDA kernels or NVIDIA's libraries
+    assert pinned["xgboost-cpu"] == version("xgboost") and "xgboost" not in pinned
+    assert not [name for name in pinned if name.startswith("nvidia-")]
     assert "mage-ai" not in pinned and "optuna" not in pinned and "streamlit" not in pinned
 
 
