@@ -31,8 +31,8 @@ def main() -> None:
     fresh_store = not container_engine.Engine(env=dict(os.environ)).answers()
     with tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp:
         measured = Path(tmp) / "measured.json"
-        env = {**os.environ, "MLOPS_STACK_MEASUREMENTS": str(measured), "MLOPS_STACK_NO_CACHE": "1"}
-        env["MLOPS_STACK_SCREENSHOTS"] = str(ROOT / "images")  # renews images/mage-*.png
+        env = {**os.environ, "MLOPS_TEST_STACK_MEASUREMENTS": str(measured), "MLOPS_TEST_STACK_NO_CACHE": "1"}
+        env["MLOPS_TEST_STACK_SCREENSHOTS"] = str(ROOT / "images")  # renews images/mage-*.png
         if fresh_store:
             env |= {
                 "MLOPS_DOCKER_DATA_ROOT": str(Path(tmp) / "docker"),

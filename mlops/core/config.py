@@ -20,7 +20,8 @@ DEFAULT_CONFIG = Path("configs/bank_marketing.yaml")
 ENV_PREFIX = "MLOPS_"
 # Environment variables with the prefix that are not configuration keys: the file, the root, and the
 # test harness's own namespace (MLOPS_TEST_*, e.g. MLOPS_TEST_FAIL_ON_SKIP set by `make test`).
-RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT"}
+# The Docker engine `python -m mlops images` starts keeps its store and socket where these say (container_engine).
+RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT", "MLOPS_DOCKER_DATA_ROOT", "MLOPS_DOCKER_RUN_DIR"}
 RESERVED_PREFIX = "MLOPS_TEST_"
 
 

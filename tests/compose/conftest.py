@@ -30,7 +30,7 @@ GAPS: list[str] = []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    target = os.environ.get("MLOPS_STACK_MEASUREMENTS")  # benchmarks/stack.py records what was measured
+    target = os.environ.get("MLOPS_TEST_STACK_MEASUREMENTS")  # benchmarks/stack.py records what was measured
     if target and MEASURED:
         Path(target).write_text(json.dumps(MEASURED, indent=2))
 

@@ -279,8 +279,8 @@ def test_grafanas_webhook_retrains_and_the_predictor_switches_without_a_failed_r
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
-    """images/ when the benchmark renews the pictures (MLOPS_STACK_SCREENSHOTS), else this test's folder."""
-    return Path(os.environ.get("MLOPS_STACK_SCREENSHOTS", tmp_path))
+    """images/ when the benchmark renews the pictures (MLOPS_TEST_STACK_SCREENSHOTS), else this test's folder."""
+    return Path(os.environ.get("MLOPS_TEST_STACK_SCREENSHOTS", tmp_path))
 
 
 def test_a_user_runs_a_pipeline_from_mages_ui(stack: ComposeStack, runs: MageRuns, tmp_path: Path) -> None:
