@@ -21,16 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import requests
 import sqlalchemy as sa
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mlops.core import features, registry, services, store
+from mlops.core import features, native_predictor, registry, services, store
 from mlops.core.config import Settings
 from mlops.core.data import SPLITS, labels, load_split
+from mlops.core.native_predictor import run_dir
 from mlops.core.payload import payload_dir, read_model_json, write_payload
 from mlops.core.training import score
 
@@ -324,11 +324,6 @@ def _payload_serves(folder: Path, version: str) -> bool:
 # ---- the running predictor -------------------------------------------------------------------------
 
 
-def run_dir(settings: Settings) -> Path:
-    """Pid and log files of the processes the native platform starts."""
-    return settings.work_dir / "run"
-
-
 def predictor_answers(settings: Settings) -> bool:
     try:
         return requests.get(f"{settings.serving.url.rstrip('/')}/health", timeout=3).status_code == 200
@@ -379,15 +374,6 @@ def reload_predictor(settings: Settings) -> None:
         raise services.ServiceError(f"POST {url}/reload answered HTTP {response.status_code}: {response.text[:300]}")
 
 
-def start_predictor(settings: Settings) -> services.ManagedProcess:
-    """Start the predictor natively (serving's gunicorn process), detached; its pid goes to run/predictor.pid."""
-    from mlops.core import serving  # local import: serving's web stack is only needed to start it
-
-    proc = serving.predictor_process(settings, log_path=run_dir(settings) / "predictor.log").start()
-    (run_dir(settings) / "predictor.pid").write_text(str(proc.pid))
-    return proc
-
-
 def switch_predictor(settings: Settings) -> str:
     """Make the predictor at ``serving.url`` serve the payload: reload it, or start it natively."""
     expected = (read_model_json(payload_dir(settings)) or {}).get("version")
@@ -399,7 +385,7 @@ def switch_predictor(settings: Settings) -> str:
         return f"the predictor at {settings.serving.url} reloaded: it serves version {expected}"
     if not settings.deploy.start_predictor:
         return f"no predictor answers at {settings.serving.url}; not started (deploy.start_predictor is false)"
-    proc = start_predictor(settings)
+    proc = native_predictor.start(settings)
     try:
         services.wait_http(f"{settings.serving.url.rstrip('/')}/health", proc, timeout=120)
         wait_for_version(settings, expected)
@@ -414,17 +400,6 @@ def rollback(settings: Settings) -> tuple[Decision, str]:
     decision = rollback_aliases(settings)
     write_payload(settings, decision.version)
     return decision, switch_predictor(settings)
-
-
-def holdout_metric_table(decision: Decision) -> list[dict[str, Any]]:
-    """Champion and candidate side by side, for printing."""
-    rows = []
-    for role in ("candidate", "champion"):
-        values = decision.details.get(role)
-        if values:
-            version = decision.version if role == "candidate" else decision.previous_version
-            rows.append({"role": role, "version": version, **{k: float(np.round(v, 4)) for k, v in values.items()}})
-    return rows
 
 
 def ensure_reload_token(settings: Settings) -> Path | None:

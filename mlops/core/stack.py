@@ -32,7 +32,7 @@ import requests
 import sqlalchemy as sa
 from rich.table import Table
 
-from mlops.core import config, services, store
+from mlops.core import config, native_predictor, services, store
 from mlops.core.config import Settings
 
 STATE_FILE = "state.json"
@@ -263,6 +263,16 @@ def wait_postgres(url: str, proc: services.ManagedProcess | None, timeout: float
     raise services.ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s")
 
 
+def sqlite_urls(settings: Settings, run: Path) -> dict[str, str]:
+    """All-SQLite mode serves the configured stores where they are SQLite files (what the pipelines and the
+    demo wrote: ``up`` then opens MLflow and the app on their results); a store elsewhere gets a new file."""
+    urls = {name: f"sqlite:///{run / name}.db" for name in DATABASES}
+    for name, configured in (("mlflow", settings.tracking_uri), ("monitoring", settings.monitoring_db)):
+        if configured.startswith("sqlite:///"):
+            urls[name] = configured
+    return urls
+
+
 def database_urls(server_url: str) -> dict[str, str]:
     """One database per store on the server (created if missing)."""
     return {store_name: services.create_database(server_url, db) for store_name, db in DATABASES.items()}
@@ -385,6 +395,8 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> State:
         raise StackError(
             f"part of a previous `up` is still running (see {run / STATE_FILE}): run `python -m mlops down` first"
         )
+    if (pid := native_predictor.stop(settings)) is not None:
+        say(f"stopped the predictor deploy had started (pid {pid}): the stack runs its own on the same champion")
     database = choose_database(settings, run)
     check_ports(planned_ports(settings, database))
     keys = stack_secrets(run, dict(os.environ))
@@ -405,7 +417,7 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     urls: dict[str, str]
     server_url = ""
     if state.database == "sqlite":
-        urls = {name: f"sqlite:///{run / name}.db" for name in DATABASES}
+        urls = sqlite_urls(settings, run)
     else:
         if state.database == "postgres":
             pg, server_url = start_system_postgres(settings, run, keys["POSTGRES_PASSWORD"])
@@ -527,9 +539,13 @@ def _stop_postmaster(service: Service, timeout: float) -> None:
 
 
 def down(settings: Settings) -> list[str]:
+    """Stop what ``up`` started and the predictor deploy started natively, whoever started either."""
     run = run_folder(settings)
     state = State.load(run)
-    return [] if state is None else stop(state, run)
+    stopped = [] if state is None else stop(state, run)
+    if (pid := native_predictor.stop(settings)) is not None:
+        stopped.append(f"predictor started by deploy (pid {pid})")
+    return stopped
 
 
 @dataclass
@@ -541,10 +557,16 @@ class Health:
 
 
 def status(settings: Settings) -> list[Health]:
+    """Every service ``up`` started, and the predictor deploy started natively."""
+    rows = []
+    if (deployed := native_predictor.running(settings)) is not None:
+        url = settings.serving.url.rstrip("/")
+        ok = _http_ok(f"{url}/health")
+        detail = f"started by deploy, pid {deployed.pid}; " + (_readiness(url) if ok else "no answer")
+        rows.append(Health("predictor", url, "healthy" if ok else "unhealthy", detail))
     state = State.load(run_folder(settings))
     if state is None:
-        return []
-    rows = []
+        return rows
     for service in state.services:
         if not service.is_running():
             rows.append(Health(service.name, service.url, "stopped", f"log: {service.log}"))
