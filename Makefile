@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-# Where a local copy of the dataset sits beside the project (as on our CI machines), use it;
-# otherwise the data step finds data/bank-full.csv or downloads it.
+# Where a local copy of the dataset sits beside the project (as on our CI machines), the bank example uses
+# it; otherwise the data step finds data/bank-full.csv or downloads it. MLOPS_CONFIG (another dataset) wins.
 SHARED_CSV := $(wildcard $(CURDIR)/../shared/data/bank-marketing/bank-full.csv)
+ifeq ($(MLOPS_CONFIG),)
 ifneq ($(SHARED_CSV),)
 MLOPS_DATASET__SOURCE__PATH ?= $(abspath $(SHARED_CSV))
 export MLOPS_DATASET__SOURCE__PATH
+endif
 endif
 
 .PHONY: setup demo test test-stack chromium stack-images compose-env image-requirements lint typecheck bench soak screenshots clean

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from mlops.core import config, data, reporting
 from mlops.core.validation import DataValidationError
@@ -20,25 +15,15 @@ from mlops.core.validation import DataValidationError
 console = reporting.console()
 err = reporting.console(stderr=True)
 PIPELINES = ("prepare", "train", "deploy", "test", "monitor", "retrain")
-DEMO_PIPELINES = ("prepare", "train", "deploy", "test")
 BAD_INPUT = 2
 
 
-def mage_env(settings: config.Settings) -> dict[str, str]:
-    """Mage keeps its variables and SQLite database under the work dir unless told otherwise."""
-    env = dict(os.environ)
-    env.setdefault("MAGE_DATA_DIR", str(settings.work_dir / "mage_data"))
-    return env
-
-
 def run_pipeline(settings: config.Settings, name: str, variables: dict[str, object] | None = None) -> int:
-    """Run one Mage pipeline headless (``mage run``); return its exit code."""
-    mage = Path(sys.executable).with_name("mage")
-    command = [str(mage if mage.exists() else "mage"), "run", "mlops", name]
-    if variables:
-        command += ["--runtime-vars", json.dumps(variables)]
+    """Run one Mage pipeline headless; return its exit code."""
+    from mlops.core import orchestration
+
     console.rule(f"[bold]pipeline {name}")
-    return subprocess.call(command, cwd=settings.root, env=mage_env(settings))
+    return orchestration.run_headless(settings, name, variables)
 
 
 def cmd_data(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -83,58 +68,9 @@ def cmd_payload(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core import deploy
+    from mlops.core import demo
 
-    token_file = deploy.ensure_reload_token(settings)
-    settings = config.load(settings.source_file)  # now with the session's reload token
-    console.rule("[bold]data")
-    cmd_data(argparse.Namespace(no_download=False), settings)
-    for name in DEMO_PIPELINES:
-        code = run_pipeline(settings, name)
-        if code != 0:
-            err.print(f"[red]pipeline {name} failed (exit {code})[/red]")
-            return code
-    board = json.loads((settings.reports_dir / "leaderboard.json").read_text())
-    import pandas as pd
-
-    console.rule("[bold]result")
-    reporting.show(reporting.leaderboard_table(pd.DataFrame(board), settings.training.selection_metric))
-    console.print(f"MLflow: {settings.tracking_uri}  (model {settings.training.model_name!r})")
-    console.print(f"champion: version {deploy.champion_version(settings)}")
-    if token_file is not None:
-        console.print(f"generated a reload token for this session: {token_file}")
-    console.print(
-        f"[bold green]the predictor answers at {settings.serving.url}[/bold green] (try {settings.serving.url}/model)"
-    )
-    return demo_monitoring(settings)
-
-
-def demo_monitoring(settings: config.Settings) -> int:
-    """The rest of the loop: monitor every batch, evaluate the alert, retrain (deploys inside), test."""
-    from mlops.core import alerting, deploy, monitoring, retrain
-
-    before = deploy.champion_version(settings)
-    for batch in data.batch_names(settings):
-        if (code := run_pipeline(settings, "monitor", {"batch": batch})) != 0:
-            return code
-    runs = {r["batch"]: r for r in reversed(monitoring.runs(settings, limit=len(data.batch_names(settings))))}
-    evaluation = evaluate_alert(settings)
-    if evaluation.firing:
-        for name, variables in (("retrain", alerting.notification(evaluation)), ("test", None)):
-            if (code := run_pipeline(settings, name, variables)) != 0:
-                return code
-    after = deploy.champion_version(settings)
-    console.rule("[bold]monitoring loop")
-    reporting.show(monitoring.summary_table(list(runs.values()), "monitor runs (champion before retraining)"))
-    if before is not None and after is not None:
-        for row in retrain.quality_before_after(settings, before, after):
-            console.print(
-                f"{row['batch']:>16}: champion ROC-AUC v{before} {row['before']:.4f} -> v{after} {row['after']:.4f}"
-                f" ({row['rows']:,} rows)"
-            )
-    fired = "fired" if evaluation.firing else "did not fire"
-    console.print(f"alert {evaluation.rule} {fired} (A = {evaluation.values.get('A')}); champion v{before} -> v{after}")
-    return 0
+    return demo.run(settings, console, err)
 
 
 def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -154,23 +90,11 @@ def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_alert_check(args: argparse.Namespace, settings: config.Settings) -> int:
-    evaluate_alert(settings)
-    return 0
-
-
-def evaluate_alert(settings: config.Settings) -> Any:
     """Evaluate the provisioned Grafana alert rule's own SQL on the monitoring database (no Grafana needed)."""
     from mlops.core import alerting
 
-    evaluation = alerting.evaluate(settings)
-    console.rule("[bold]alert evaluation")
-    console.print(
-        f"no Grafana in this run: evaluated the provisioned rule {evaluation.rule!r} "
-        f"({alerting.RULES_FILE}) with its own SQL on {settings.monitoring_db.split('://', 1)[0]}"
-    )
-    values = ", ".join(f"{k} = {v:.4g}" if v is not None else f"{k} = no data" for k, v in evaluation.values.items())
-    console.print(f"state: [bold]{evaluation.state}[/bold] ({values})")
-    return evaluation
+    console.print(reporting.alert_summary(alerting.evaluate(settings), settings.monitoring_db))
+    return 0
 
 
 def cmd_config(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -201,7 +125,7 @@ def cmd_down(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core import stack
 
     stopped = stack.down(settings)
-    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of the stack was running")
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing the platform started is running")
     return 0
 
 
@@ -262,13 +186,16 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("payload", help="write the predictor payload (default: for the current champion)")
     pl.add_argument("--version", help="registered version to package instead of the champion")
     pl.set_defaults(func=cmd_payload)
-    demo = sub.add_parser("demo", help="data, prepare, train, deploy and test through Mage; leaves the predictor up")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole loop through Mage with a small search budget; leaves the predictor up and says what next",
+    )
     demo.set_defaults(func=cmd_demo)
     up = sub.add_parser("up", help="start PostgreSQL, MLflow, Mage, the predictor, Streamlit (and Grafana) locally")
     up.set_defaults(func=cmd_up)
-    down = sub.add_parser("down", help="stop every process `up` started")
+    down = sub.add_parser("down", help="stop every process `up` started and the predictor deploy started")
     down.set_defaults(func=cmd_down)
-    st = sub.add_parser("status", help="health of each service `up` started")
+    st = sub.add_parser("status", help="health of each service `up` started and of the predictor deploy started")
     st.set_defaults(func=cmd_status)
     mon = sub.add_parser("monitor", help="run the monitor pipeline on a batch or a window of the prediction log")
     mon.add_argument("batch", nargs="?", help="a prepared monitoring batch, e.g. summer")

@@ -175,6 +175,12 @@ class Training(Strict):
     n_jobs: int = Field(2, ge=1)
 
 
+class Demo(Strict):
+    """``make demo``: the whole loop in minutes, with a small search budget (``run train`` keeps training's)."""
+
+    search: Search = Search(time_budget_seconds=6, max_trials=6)
+
+
 class Serving(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -235,6 +241,7 @@ class Settings(Strict):
     stores: Stores = Stores()
     dataset: Dataset
     training: Training
+    demo: Demo = Demo()
     serving: Serving = Serving()
     deploy: Deploy = Deploy()
     monitoring: Monitoring = Monitoring()

@@ -12,12 +12,17 @@ container) two races in it left a run hanging for ever, seen in the compose stac
 The patch marks the job before putting it, uses a ``multiprocessing.SimpleQueue`` (its ``put`` writes to the
 pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait. Nothing else of
 Mage changes. Both the compose image's entrypoint and :func:`mlops.core.orchestration.mage_server` start Mage
-through this module.
+through this module, and ``python -m mlops run`` runs pipelines headless through it (``... mage_launcher run
+mlops <pipeline>``), where it also keeps Mage's start-up chatter out of the pipeline's output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +68,20 @@ def patch_process_queue() -> None:
     queue_class._mlops_patched = True
 
 
+def quiet_mage() -> None:
+    """Before Mage is imported, keep out of a headless run's output the start-up lines a user cannot act on:
+    jupyter's "Message signing is disabled" warnings (Mage's kernel manager, unused headless), its executor's
+    INFO line (Mage's own ``SERVER_VERBOSITY``), and the "DBT library not installed." that Mage prints when
+    importing its optional dbt blocks (this project has none)."""
+    os.environ.setdefault("SERVER_VERBOSITY", "warning")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import mage_ai.data_preparation.models.block.block_factory  # noqa: F401
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["run"]:
+        quiet_mage()
     patch_process_queue()
     from mage_ai.cli.main import app
 

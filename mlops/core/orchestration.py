@@ -17,6 +17,7 @@ platform itself makes (reading a run's status); the retrain trigger needs only i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,9 +71,19 @@ def retrain_trigger_url(settings: Settings, base_url: str | None = None) -> str:
 def mage_env(settings: Settings, database_url: str | None = None) -> dict[str, str]:
     """Environment of Mage processes: its database, its data dir, the platform's own settings."""
     env = {"MAGE_DATA_DIR": os.environ.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data"))}
+    if settings.source_file is not None:  # `python -m mlops --config FILE`: the blocks read MLOPS_CONFIG
+        env["MLOPS_CONFIG"] = str(settings.source_file)
     if database_url:
         env[DATABASE_ENV] = store.normalise_url(database_url)
     return env
+
+
+def run_headless(settings: Settings, pipeline: str, variables: dict[str, object] | None = None) -> int:
+    """``mage run mlops <pipeline>`` (through :mod:`mlops.core.mage_launcher`); return its exit code."""
+    command = [sys.executable, "-m", "mlops.core.mage_launcher", "run", "mlops", pipeline]
+    if variables:
+        command += ["--runtime-vars", json.dumps(variables)]
+    return subprocess.call(command, cwd=settings.root, env={**os.environ, **mage_env(settings)})
 
 
 def bootstrap(settings: Settings, database_url: str, timeout: float = 300) -> None:

@@ -7,6 +7,7 @@ an input example, registered under ``training.model_name`` and addressed by alia
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -20,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sklearn.pipeline import Pipeline
 
 from mlops.core.config import Settings
@@ -44,9 +46,7 @@ def configure(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    # Quiet the noisy-but-harmless alembic and git warnings on every local-store start.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    quiet_mlflow()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = settings.stores.experiment
     if client.get_experiment_by_name(name) is None:
@@ -59,6 +59,20 @@ def configure(settings: Settings) -> MlflowClient:
                 raise
     mlflow.set_experiment(name)
     return client
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter a user cannot act on out of the pipelines' output.
+
+    The model's requirements are pinned explicitly (:func:`model_requirements`), so MLflow need not log the
+    project's whole ``uv.lock`` with each model (nor warn that a uv venv has no pip); artifact downloads
+    draw carriage-return bars into piped logs; creating the local store's tables logs at INFO.
+    """
+    os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.utils.environment", "mlflow.utils.uv_utils"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def model_requirements() -> list[str]:
@@ -106,8 +120,22 @@ class RegisteredModel:
 def register(
     client: MlflowClient, model_uri: str, name: str, tags: dict[str, Any], alias: str | None = None
 ) -> RegisteredModel:
-    """Register a logged model as a new version, tag it, and point ``alias`` at it."""
-    version: ModelVersion = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    """Register a logged model (``models:/<model_id>``) as a new version, tag it, and point ``alias`` at it.
+
+    The client's calls rather than ``mlflow.register_model``, which prints its progress to stderr.
+    """
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    model_id = model_uri.removeprefix("models:/")
+    text_tags = {k: str(v) for k, v in tags.items()}
+    version = client.create_model_version(name, model_uri, tags=text_tags, model_id=model_id)
+    # what mlflow.register_model records too: the logged model links to its registered version in the UI
+    client.set_logged_model_tags(
+        model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version.version}])}
+    )
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return RegisteredModel(name, str(version.version), alias, {k: str(v) for k, v in tags.items()})

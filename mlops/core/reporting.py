@@ -30,12 +30,12 @@ def data_table(report: dict[str, Any]) -> Table:
     for col in ("part", "rows", "positive rate", "most missing column"):
         table.add_column(col, justify="left" if col in ("part", "most missing column") else "right")
     for name, part in report["parts"].items():
-        missing = max(part["missing_share"].items(), key=lambda kv: kv[1], default=("-", 0.0))
+        column, share = max(part["missing_share"].items(), key=lambda kv: kv[1], default=("-", 0.0))
         table.add_row(
             name,
             f"{part['rows']:,}",
             f"{part['positive_rate']:.3f}" if part["positive_rate"] is not None else "-",
-            f"{missing[0]} ({missing[1]:.1%})",
+            f"{column} ({share:.1%})" if share > 0 else "none missing",
         )
     return table
 
@@ -91,3 +91,12 @@ def image_table(built: dict[str, dict[str, float]]) -> Table:
     for service, numbers in built.items():
         table.add_row(service, f"{numbers['build_seconds']:.0f}", f"{numbers['size_mb']:,.0f}")
     return table
+
+
+def alert_summary(evaluation: Any, database_url: str) -> str:
+    """How the provisioned alert rule evaluated (an ``alerting.AlertEvaluation``), without Grafana."""
+    values = ", ".join(f"{k} = {v:.4g}" if v is not None else f"{k} = no data" for k, v in evaluation.values.items())
+    return (
+        f"alert rule {evaluation.rule!r} evaluated with its own SQL on {database_url.split('://', 1)[0]} "
+        f"(no Grafana in this run): [bold]{evaluation.state}[/bold] ({values})"
+    )

@@ -1,6 +1,9 @@
 """A second, synthetic binary-classification table runs through prepare and train with no code change:
 other column names, a 0/1 target, no season column, a random split."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mlops.core import registry
-from tests.conftest import mage_run
+from tests.conftest import ROOT, mage_run
 
 
 def synthetic_churn(rows: int, seed: int = 7) -> pd.DataFrame:
@@ -71,9 +74,13 @@ def test_synthetic_dataset_through_prepare_and_train(tmp_path: Path, mlflow_serv
         "MLOPS_STORES__TRACKING_URI": mlflow_server,
         "MAGE_DATA_DIR": str(tmp_path / "mage"),
     }
-    for pipeline in ("prepare", "train"):
-        result = mage_run(pipeline, env=env)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # prepare through `python -m mlops --config FILE`, with no MLOPS_CONFIG: the pipeline reads the file given
+    cli_env = {k: v for k, v in {**os.environ, **env}.items() if k != "MLOPS_CONFIG"}
+    command = [sys.executable, "-m", "mlops", "--config", str(config_file), "run", "prepare"]
+    result = subprocess.run(command, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = mage_run("train", env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     prepared = tmp_path / "work" / "datasets" / "churn"
     batches = sorted(p.stem for p in (prepared / "batches").glob("*.parquet"))
     assert batches == ["batch_a", "batch_b"]
