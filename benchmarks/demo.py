@@ -34,9 +34,10 @@ def main() -> None:
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MAGE_", "VIRTUAL_ENV"))}
         started = time.monotonic()
-        result = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
+        # one stream, as a terminal shows it: the last lines are the demo's last words
+        result = subprocess.run(["make", "demo"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         seconds = time.monotonic() - started
-        output = result.stdout + result.stderr
+        output = result.stdout.decode(errors="replace")
         report_file = clone / ".mlops" / "reports" / "bank-marketing" / "demo.json"
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
         subprocess.run([".venv/bin/python", "-m", "mlops", "down"], cwd=clone, env=env, capture_output=True)
