@@ -13,7 +13,8 @@ The patch marks the job before putting it, uses a ``multiprocessing.SimpleQueue`
 pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait. Nothing else of
 Mage changes. Both the compose image's entrypoint and :func:`mlops.core.orchestration.mage_server` start Mage
 through this module, and ``python -m mlops run`` runs pipelines headless through it (``... mage_launcher run
-mlops <pipeline>``), where it also keeps Mage's start-up chatter out of the pipeline's output.
+mlops <pipeline>``), where it also keeps Mage's start-up chatter out of the pipeline's output. A server it
+starts is locked down as far as Mage allows (:func:`lock_down_server`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -79,9 +81,68 @@ def quiet_mage() -> None:
         import mage_ai.data_preparation.models.block.block_factory  # noqa: F401
 
 
+# The trigger's token is the last segment of the URL Grafana posts to: never written to a log.
+_TOKEN_IN_PATH = re.compile(r"(/pipeline_runs/)[^\s/?\"']+")
+
+
+class RedactTriggerTokens(logging.Filter):
+    """Tornado's access log and its uncaught-exception log write the request's whole URI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_IN_PATH.sub(r"\1<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def lock_down_server() -> None:
+    """What Mage's settings cannot close (docs/reliability.md, "Mage"), patched before the server starts:
+
+    - its web terminal (``/websocket/terminal``) opens a shell for any websocket client before any login check
+      (``DISABLE_TERMINAL`` only refuses the commands): the route answers 403 instead;
+    - a wrong API-trigger token answered HTTP 200 with ``code: 500``, a traceback and the URL (the token): it
+      answers 401 with one line;
+    - trigger tokens are redacted from tornado's logs.
+
+    Notebook and file editing is off unless ``DISABLE_NOTEBOOK_EDIT_ACCESS`` says otherwise (Mage's own
+    setting; triggers and Run@once still work).
+    """
+    os.environ.setdefault("DISABLE_NOTEBOOK_EDIT_ACCESS", "1")
+    os.environ.setdefault("DISABLE_TERMINAL", "1")
+    import tornado.web
+    from mage_ai.server import server
+    from mage_ai.server.api import triggers
+    from mage_ai.server.api.errors import UnauthenticatedRequestException
+
+    class NoTerminal(tornado.web.RequestHandler):
+        def initialize(self, **kwargs: Any) -> None:
+            pass
+
+        def get(self, *args: Any, **kwargs: Any) -> None:
+            raise tornado.web.HTTPError(403)
+
+    server.TerminalWebsocketServer = NoTerminal
+    trigger_write_error = triggers.ApiTriggerPipelineHandler.write_error
+
+    def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(error, UnauthenticatedRequestException):
+            trigger_write_error(self, status_code, **kwargs)
+            return
+        self.set_status(401)
+        self.finish({"error": {"code": 401, "message": "wrong or missing token for this API trigger"}})
+
+    triggers.ApiTriggerPipelineHandler.write_error = write_error
+    for name in ("tornado.access", "tornado.application", "tornado.general"):
+        logging.getLogger(name).addFilter(RedactTriggerTokens())
+
+
 def main() -> None:
     if sys.argv[1:2] == ["run"]:
         quiet_mage()
+    if sys.argv[1:2] == ["start"]:
+        lock_down_server()
     patch_process_queue()
     from mage_ai.cli.main import app
 

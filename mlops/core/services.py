@@ -51,13 +51,24 @@ class ManagedProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        """Start it with its output appended to ``log_path``. Logs and what the process writes are private to
+        the user (a log folder it creates 0700, files 0600, umask 077): they can hold request data and URLs."""
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)  # a log left by an earlier version may be wider
         env = {**os.environ, **self.env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self.process = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True
-        )
-        log.close()
+        try:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=descriptor,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,
+                umask=0o077,
+            )
+        finally:
+            os.close(descriptor)
         return self
 
     @property

@@ -1,6 +1,7 @@
 """The retrain trigger (a Mage API trigger on a real Mage server, with login required and the owner's
 password from the environment, as both docker-compose.yml and `python -m mlops up` run it) refuses a
-missing or wrong token: Mage answers HTTP 200 with {"error": ...} (FACTS.md), so the proof is that no
+missing or wrong token: Mage itself answers HTTP 200 with {"error": ...} and a traceback (FACTS.md); the
+platform's launcher makes a wrong token a 401 of one line. The proof that nothing ran is that no
 pipeline run exists afterwards; the right token does create one. Mage's own API, which could start the
 same pipeline without the trigger's token, refuses anyone but the logged-in owner. The server listens on
 loopback only."""
@@ -8,6 +9,7 @@ loopback only."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +86,9 @@ def test_a_missing_or_wrong_token_starts_no_run_and_the_right_one_does(mage: Mag
             answer = {}
         assert response.status_code != 200 or "error" in answer, (wrong, response.status_code, answer)
         assert "pipeline_run" not in answer, (wrong, answer)
+        if re.fullmatch(r"\w+", wrong.rsplit("/", 1)[1]):  # a token-shaped wrong token: 401, one line
+            assert response.status_code == 401, (wrong, response.status_code, response.text[:300])
+            assert "Traceback" not in response.text and wrong.rsplit("/", 1)[1] not in response.text
     time.sleep(2 * SCHEDULER_SECONDS + 1)  # a run would have been created and picked up by now
     assert pipeline_runs(mage.database) == 0
 

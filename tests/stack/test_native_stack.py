@@ -167,6 +167,51 @@ def test_a_pipeline_triggered_through_the_mage_api_completes(
     assert (prepared / "train.parquet").is_file() and (prepared / "batches" / "summer.parquet").is_file()
 
 
+def test_mage_is_locked_down_as_far_as_it_allows(running: stack.State, folder: Path, stack_env: dict[str, str]) -> None:
+    mage = next(s for s in running.services if s.name == "mage").url
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    terminal = requests.get(f"{mage}/websocket/terminal", headers=upgrade, timeout=10, stream=True)
+    assert terminal.status_code == 403  # no shell is started for an anonymous websocket
+    wrong_token = "0f" * 16  # a token's shape (Mage routes only word characters there), not the token
+    wrong = requests.post(f"{mage}/api/pipeline_schedules/1/pipeline_runs/{wrong_token}", json={}, timeout=30)
+    assert wrong.status_code == 401 and "Traceback" not in wrong.text and wrong_token not in wrong.text
+    api = mage_api(stack_env, folder)  # the owner, logged in
+    edit = {"block": {"content": "import os"}}  # editing code through Mage's API is off, even for the owner
+    answer = api.http.put(f"{api.base}/api/pipelines/prepare/blocks/load_raw_dataset", json=edit, timeout=30).json()
+    assert "error" in answer, answer
+
+
+def test_no_secret_reaches_a_log_and_logs_are_private(
+    running: stack.State, folder: Path, stack_env: dict[str, str]
+) -> None:
+    """After the retrain trigger was called with its token (the body is no alert: the run only records it)."""
+    secrets_used = generated_secrets(folder)
+    mage = next(s for s in running.services if s.name == "mage").url
+    token = secrets_used["MLOPS_SECRETS__RETRAIN_TOKEN"]
+    called = requests.post(f"{mage}/api/pipeline_schedules/1/pipeline_runs/{token}", json={"a": 1}, timeout=30)
+    assert called.status_code == 200 and "pipeline_run" in called.json(), called.text
+    time.sleep(3)  # the access log line is written once the answer is sent
+    logs = folder / "work" / "stack" / "logs"
+    assert logs.stat().st_mode & 0o777 == 0o700
+    every_log = list((folder / "work").rglob("*.log"))  # the services' logs and Mage's pipeline logs
+    assert (logs / "mage.log") in every_log
+    found = [
+        (str(path), name)
+        for path in every_log
+        for name, value in secrets_used.items()
+        if value in path.read_text(errors="replace")
+    ]
+    assert found == []
+    for log in logs.glob("*.log"):
+        assert log.stat().st_mode & 0o077 == 0, f"{log} is readable by others"
+    assert "/pipeline_runs/<redacted>" in (logs / "mage.log").read_text()
+
+
 def test_up_again_is_harmless(running: stack.State, stack_env: dict[str, str]) -> None:
     result = mlops("up", env=stack_env, timeout=120)
     assert result.returncode == 0 and "already up" in result.stdout
