@@ -8,10 +8,12 @@ model fitted on 8,000 rows in deploy's payload layout, and the predictor under g
 2. load: 8 clients x 250 single-record requests on loopback; ``requests_sent`` must equal
    ``predictions_logged`` (rows in ``store.predictions``); latency percentiles under that load.
 3. drills: PostgreSQL stopped for 5 s under load (the predictor keeps answering, rows spool, then flush;
-   none lost); MLflow unreachable (the predictor keeps serving and reloads from its payload; deploy fails
-   with an error naming the server); a truncated batch file and a half-failing monitoring write (clear
-   error, no partial rows). The retrain-killed and retrain-trigger drills need the trained model and a
-   Mage server: they run in ``tests/reliability`` only.
+   none lost); a gunicorn worker SIGKILLed under load (answered = logged, none lost or duplicated); 50 slow
+   clients trickling their bodies while normal clients send 1,000 requests (the share answered within 1 s);
+   no log holding the reload token the run used; MLflow unreachable (the predictor keeps serving and
+   reloads from its payload; deploy fails with an error naming the server); a truncated batch file and a
+   half-failing monitoring write (clear error, no partial rows). The retrain-killed and retrain-trigger
+   drills need the trained model and a Mage server: they run in ``tests/reliability`` only.
 
 Writes ``benchmarks/results/reliability.json``. Set ``MLOPS_DATASET__SOURCE__PATH`` to the CSV.
 """
@@ -34,7 +36,15 @@ from rich.table import Table
 
 from benchmarks import write_result
 from mlops.core import config, data, deploy, features, monitoring, prediction_log, services, serving, store, training
-from tests.reliability.drills import ThrowawayPostgres, fuzz, load, logged_rows, wait_for_rows
+from tests.reliability.drills import (
+    ThrowawayPostgres,
+    fuzz,
+    load,
+    logged_rows,
+    slow_clients,
+    wait_for_rows,
+    worker_kill,
+)
 from tests.serving.conftest import write_local_payload
 
 FUZZ_CASES = 1000
@@ -190,12 +200,19 @@ def main() -> dict[str, Any]:
             "postgres_stopped_under_load": postgres_outage(url, settings.monitoring_db, spool, pg, records),
             "mlflow_down": mlflow_down(url, settings, records, token),
             "monitoring_batch": monitoring_drills(settings, frame),
+            "worker_kill": worker_kill(url, proc.pid, settings.monitoring_db, records, threads=THREADS, per_thread=100),
+            "slow_clients": slow_clients(url, records, slow=50, threads=4, per_thread=250).summary(),
         }
     finally:
         proc.stop()
         pg.stop()
-        if os.environ.get("SOAK_KEEP") != "1":  # SOAK_KEEP=1 keeps the folder (predictor log, spool) to inspect
-            shutil.rmtree(folder, ignore_errors=True)
+    # the reload token was sent (mlflow_down reloads the predictor): no log of the run may hold it
+    logs = list(folder.rglob("*.log"))
+    drills["secrets_in_logs"] = {
+        "secrets_used": 1,
+        "logs_read": len(logs),
+        "occurrences": sum(path.read_text(errors="replace").count(token) for path in logs),
+    }
 
     result = {
         **fuzzed.summary(),
@@ -221,10 +238,15 @@ def main() -> dict[str, Any]:
         ("PG outage: lost rows", str(outage["lost"])),
         ("MLflow down: predictor serves", str(drills["mlflow_down"]["predict_status_after_reload"] == 200)),
         ("monitoring: partial rows", str(drills["monitoring_batch"]["partial_rows_written"])),
+        ("worker killed: answered / logged / lost / duplicated", "{answered} / {logged} / {lost} / {duplicated}"),
+        ("50 slow clients: share answered in 1 s / p99 ms", "{answered_share} / {p99_ms}"),
+        ("secrets in logs", str(drills["secrets_in_logs"]["occurrences"])),
     ):
-        table.add_row(label, value)
+        table.add_row(label, value.format(**drills["worker_kill"], **drills["slow_clients"]))
     console.print(table)
     write_result("reliability", result)
+    if os.environ.get("SOAK_KEEP") != "1":  # SOAK_KEEP=1 keeps the folder (predictor log, spool) to inspect
+        shutil.rmtree(folder, ignore_errors=True)
     return result
 
 

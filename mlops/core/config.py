@@ -186,9 +186,14 @@ class Serving(Strict):
     port: int = Field(8080, ge=1, le=65535)
     url: str = "http://127.0.0.1:8080"  # where pipelines and the app reach the predictor
     workers: int = Field(2, ge=1)
+    # gthread: each worker reads requests on a pool of threads, so a client that sends its body slowly holds
+    # one thread, not the worker (docs/reliability.md, "Slow clients"); sync: one request per worker at a time
+    worker_class: Literal["gthread", "sync"] = "gthread"
+    threads: int = Field(64, ge=1)  # per worker (gthread)
     payload_dir: Path = Path("build/predictor")  # what deploy generates and the predictor runs from
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(100_000, ge=1)
+    max_text_length: int = Field(256, ge=1)  # characters of a free-text (open) category; longer answers 422
     log_batch_size: int = Field(500, ge=1)  # prediction-log rows written per database round trip
     log_flush_seconds: float = Field(1.0, gt=0)
     spool_dir: Path = Path(".mlops/spool")  # where the prediction log waits while the database is down
@@ -212,6 +217,7 @@ class Monitoring(Strict):
 class Orchestration(Strict):
     mage_url: str = "http://127.0.0.1:6789"
     retrain_schedule_id: int = Field(1, ge=1)  # pinned id of the retrain pipeline's API trigger
+    max_webhook_bytes: int = Field(1024 * 1024, ge=1024)  # a larger alert body is refused, not stored
     mage_owner_email: str = "owner@mlops.local"  # Mage's login (its password: secrets.mage_owner_password)
 
 

@@ -200,11 +200,12 @@ def load_split(settings: Settings, name: str) -> pd.DataFrame:
 
 
 def load_batch(settings: Settings, name: str) -> pd.DataFrame:
-    path = settings.prepared_dir / "batches" / f"{name}.parquet"
-    if not path.is_file():
-        known = sorted(p.stem for p in (settings.prepared_dir / "batches").glob("*.parquet"))
-        raise FileNotFoundError(f"no batch {name!r} in {path.parent} (known: {known or 'none'})")
-    return pd.read_parquet(path)
+    """A prepared batch by its name: one of the files prepare wrote, never a path (``../train`` is no batch)."""
+    folder = settings.prepared_dir / "batches"
+    known = sorted(p.stem for p in folder.glob("*.parquet"))
+    if name not in known:
+        raise FileNotFoundError(f"no batch {name!r} in {folder} (known: {known or 'none'})")
+    return pd.read_parquet(folder / f"{name}.parquet")
 
 
 def batch_names(settings: Settings) -> list[str]:

@@ -33,14 +33,21 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from mlops.core.schema import FeatureSchema
 
+UTF8_BOM = b"\xef\xbb\xbf"
 SPLIT_KEY = "dataframe_split"  # MLflow's name for the column-oriented JSON body
 SPLIT_START = re.compile(rb'\s*\{\s*"' + SPLIT_KEY.encode() + rb'"')  # a body whose first key is it
 MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
 # Tree boosters compute in 32-bit floats: a larger magnitude would become infinite inside the model.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-# Any text, except NUL: PostgreSQL cannot store it in the prediction log's JSON (the row would never be written).
-Text = Annotated[str, Field(strict=True, pattern=r"^[^\x00]*$")]
+# Free text: any but NUL (PostgreSQL cannot store it in the prediction log's JSON: the row would never be
+# written), up to ``serving.max_text_length`` characters (the log stores what it scores).
+NO_NUL = r"^[^\x00]*$"
+DEFAULT_MAX_TEXT = 256
+
+
+def text_type(max_length: int) -> Any:
+    return Annotated[str, Field(strict=True, pattern=NO_NUL, max_length=max_length)]
 
 
 @dataclass
@@ -112,13 +119,38 @@ class ColumnBatch(Sequence[dict[str, Any]]):
         return out
 
 
-def record_type(schema: FeatureSchema, open_categories: Collection[str] = ()) -> type:
+def refuse_duplicate_keys(body: bytes, keys: int) -> None:
+    """Refuse a JSON object that names a key twice (parsers keep the last; we would score what was not meant).
+
+    A body that validated has exactly ``keys`` keys unless one repeats. Every key ends in ``":`` in the usual
+    spelling, so when that count matches nothing repeats and nothing is parsed again; otherwise (other
+    spacing, or ``":`` inside a text) the standard parser reads the body once more and names the key.
+    """
+    if body.count(b'":') == keys:
+        return
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise RequestError(
+                422, f"the key {twice!r} appears twice in one object", [{"field": twice, "reason": "duplicate key"}]
+            )
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=unique)
+
+
+def record_type(
+    schema: FeatureSchema, open_categories: Collection[str] = (), max_text_length: int = DEFAULT_MAX_TEXT
+) -> type:
     """A TypedDict of one record: every feature required, no other key allowed."""
+    free_text = text_type(max_text_length)
     fields: dict[str, Any] = {}
     for name, num in schema.numerical.items():
         fields[name] = Optional[Number] if num.nullable else Number  # noqa: UP045 (runtime type expression)
     for name, cat in schema.categorical.items():
-        kind: Any = Text if name in open_categories else Literal[tuple(cat.categories)]
+        kind: Any = free_text if name in open_categories else Literal[tuple(cat.categories)]
         fields[name] = Optional[kind] if cat.nullable else kind  # noqa: UP045
     record = TypedDict("Record", fields)  # type: ignore[misc]
     record.__pydantic_config__ = ConfigDict(extra="forbid", title="Record")  # type: ignore[attr-defined]
@@ -128,11 +160,18 @@ def record_type(schema: FeatureSchema, open_categories: Collection[str] = ()) ->
 class RecordValidator:
     """Parses and validates request bodies (JSON or CSV) into records ready for scoring."""
 
-    def __init__(self, schema: FeatureSchema, max_rows: int, open_categories: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        max_rows: int,
+        open_categories: Collection[str] = (),
+        max_text_length: int = DEFAULT_MAX_TEXT,
+    ) -> None:
         self.schema = schema
         self.max_rows = max_rows
+        self.max_text_length = max_text_length
         self.open_categories = set(open_categories) & set(schema.categorical)
-        record = record_type(schema, self.open_categories)
+        record = record_type(schema, self.open_categories, max_text_length)
         self.one: TypeAdapter[Any] = TypeAdapter(record)
         records: Any = Annotated[list[record], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
         self.many: TypeAdapter[Any] = TypeAdapter(records)
@@ -143,16 +182,23 @@ class RecordValidator:
 
     def parse_json(self, body: bytes, single_only: bool = False) -> Sequence[dict[str, Any]]:
         """One JSON object, a non-empty array of them, or a ``dataframe_split`` -> records (raises
-        :class:`RequestError`)."""
+        :class:`RequestError`). A UTF-8 byte order mark is skipped, as in CSV bodies."""
+        body = body.removeprefix(UTF8_BOM)
         start = body.lstrip()[:1]
+        features = len(self.schema.features)
         if start == b"[" and not single_only:
-            return self._validate(self.many, body, many=True)
+            records = self._validate(self.many, body, many=True)
+            refuse_duplicate_keys(body, len(records) * features)
+            return records
         if not single_only and SPLIT_START.match(body):  # matched in place: a big body is not copied
             parsed = self._parse(body)
             if isinstance(parsed, dict) and parsed.keys() == {SPLIT_KEY}:
+                refuse_duplicate_keys(body, 3)  # dataframe_split, columns, data
                 return self.parse_split(parsed[SPLIT_KEY])
         if start == b"{":
-            return [self._validate(self.one, body, many=False)]
+            record = self._validate(self.one, body, many=False)
+            refuse_duplicate_keys(body, features)
+            return [record]
         self._parse(body)
         wanted = "one JSON object (a record)" if single_only else "a JSON object (a record) or an array of them"
         raise RequestError(422, f"the body must be {wanted}", [{"field": "(body)", "reason": f"expected {wanted}"}])
@@ -258,7 +304,7 @@ class RecordValidator:
         if not all(type(v) is str for v in seen):
             return None
         if name in self.open_categories:
-            if any("\x00" in v for v in seen):
+            if any("\x00" in v or len(v) > self.max_text_length for v in seen):
                 return None
         elif not seen <= self._allowed[name]:
             return None
@@ -359,6 +405,8 @@ class RecordValidator:
             return f"{_shown(value)} is not an allowed category; allowed: {allowed}"
         if kind == "string_pattern_mismatch":
             return "must not contain NUL characters"
+        if kind == "string_too_long":
+            return f"at most {self.max_text_length} characters (serving.max_text_length), got {len(str(value)):,}"
         if kind == "finite_number":
             return "must be a finite number"
         if kind in ("greater_than_equal", "less_than_equal"):

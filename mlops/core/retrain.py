@@ -7,7 +7,9 @@ Policy (docs/monitoring.md):
   recorded as ``ignored``.
 - A replay of an alert already handled (same fingerprint and ``startsAt``; without a fingerprint, the same
   ``groupKey`` and ``startsAt``) is recorded as ``duplicate`` and does nothing. Grafana re-sends a firing
-  alert every ``repeat_interval`` with the same ``startsAt``, so repeats never start a second retrain.
+  alert every ``repeat_interval`` with the same ``startsAt``, so repeats never start a second retrain of a
+  retrain that runs or succeeded. A retrain that failed (training or its deploy) turns its row's action into
+  ``retrain_failed``: the next repeat of that alert retries.
 - Retraining fits the configured model families on the reference's train split plus the fit part of every
   labeled batch (``monitoring.labeled_batches``); the rest of each batch is held out, written as the
   prepared batch ``<name>.holdout`` and, with the reference's test split, is the common holdout on which
@@ -17,6 +19,7 @@ Policy (docs/monitoring.md):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +35,7 @@ from mlops.core.monitoring import check_frame
 
 HOLDOUT_SUFFIX = ".holdout"
 DEPLOY_PIPELINE = "deploy"
+FAILED = "retrain_failed"  # the alerts row's action once its retrain failed: the next repeat retries
 _ADVISORY_LOCK = 7_351_205  # serialises concurrent webhooks on PostgreSQL (dedupe is read-then-write)
 
 
@@ -100,6 +104,11 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
     """Record every alert of a webhook body and decide whether it starts a retrain (at most one per body)."""
     url = settings.monitoring_db
     store.migrate(url)
+    size, limit = len(json.dumps(body, default=str).encode()), settings.orchestration.max_webhook_bytes
+    if size > limit:  # recorded, but not stored: the alerts table keeps what Grafana's bodies need, not more
+        outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
+        _insert(url, [{"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}])
+        raise AlertPayloadError(outcome)
     try:
         hook = parse_webhook(body)
     except AlertPayloadError as exc:
@@ -156,13 +165,15 @@ def _insert(url: str, rows: list[dict[str, Any]]) -> None:
         eng.dispose()
 
 
-def record_outcome(settings: Settings, alert_id: int | None, outcome: str) -> None:
+def record_outcome(settings: Settings, alert_id: int | None, outcome: str, failed: bool = False) -> None:
+    """Write what came of an alert's retrain; a failed one becomes ``retrain_failed``, so a repeat retries."""
     if alert_id is None:
         return
+    values = {"outcome": outcome, **({"action": FAILED} if failed else {})}
     eng = store.engine(settings.monitoring_db)
     try:
         with eng.begin() as conn:
-            conn.execute(store.alerts.update().where(store.alerts.c.id == alert_id).values(outcome=outcome))
+            conn.execute(store.alerts.update().where(store.alerts.c.id == alert_id).values(**values))
     finally:
         eng.dispose()
 
@@ -251,7 +262,7 @@ def retrain(settings: Settings, decision: Mapping[str, Any], batches: list[str] 
         for key, value in tags.items():
             client.set_model_version_tag(settings.training.model_name, version, key, value)
     except Exception as exc:
-        record_outcome(settings, alert_id, f"failed while retraining: {exc.__class__.__name__}: {exc}")
+        record_outcome(settings, alert_id, f"failed while retraining: {exc.__class__.__name__}: {exc}", failed=True)
         raise
     reason = f"version {version} trained on the reference + {', '.join(chosen) or 'no batches'}"
     record_outcome(settings, alert_id, f"{reason}; deploying")
@@ -268,9 +279,8 @@ def deploy_retrained(
     try:
         run_pipeline(DEPLOY_PIPELINE, {"holdout": list(retrained["holdout"])})
     except Exception as exc:
-        record_outcome(
-            settings, alert_id, f"version {version} trained; deploy failed: {exc}; the champion is unchanged"
-        )
+        outcome = f"version {version} trained; deploy failed: {exc}; the champion is unchanged"
+        record_outcome(settings, alert_id, outcome, failed=True)
         raise
     event = latest_event(settings, str(version))
     if event is None:

@@ -48,6 +48,8 @@ MODEL_FILE = "model.json"
 ARBITER_PID = "GUNICORN_ARBITER_PID"  # app.config key, set by the gunicorn config's post_worker_init
 JSON_TYPES = ("application/json",)
 CSV_TYPE = "text/csv"
+# A text cell a spreadsheet would run as a formula (OWASP's CSV injection list): echoed with a leading quote.
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 BIG_BODY_BYTES = 1_000_000  # parsing more than this pauses the garbage collector (see collection_paused)
@@ -141,7 +143,9 @@ def load_model(payload_dir: Path, settings: Settings) -> DeployedModel:
     for name, cat in schema.categorical.items():
         probe_columns[name] = [*cat.categories, None, "__unseen__"]
     scorer = scorer_for(pipeline, settings.dataset, probe_records(probe_columns, rows=256))
-    validator = RecordValidator(schema, settings.serving.max_batch_rows, open_categories(settings))
+    validator = RecordValidator(
+        schema, settings.serving.max_batch_rows, open_categories(settings), settings.serving.max_text_length
+    )
     return DeployedModel(info, schema, scorer, validator, float(info["threshold"]))
 
 
@@ -285,7 +289,11 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*parsed.header, "probability", "decision"])
+        text_columns = [i for i, name in enumerate(parsed.header) if name in deployed.validator.schema.categorical]
         for row, p, d in zip(parsed.rows, probabilities.tolist(), decided.tolist(), strict=True):
+            for i in text_columns:
+                if row[i][:1] in FORMULA_STARTS:
+                    row[i] = "'" + row[i]
             writer.writerow([*row, repr(p), "true" if d else "false"])
         return Response(out.getvalue(), mimetype=CSV_TYPE)
 
@@ -335,12 +343,12 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         token = settings.secrets.reload_token
         if not token:
             raise RequestError(503, "reload is disabled: no token is configured (set MLOPS_SECRETS__RELOAD_TOKEN)")
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():  # the scheme is case-insensitive (RFC 9110)
             response = _error(401, "send the reload token as 'Authorization: Bearer <token>'")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        if not hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode()):
+        if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
             raise RequestError(403, "the reload token is wrong")
         arbiter = app.config.get(ARBITER_PID)
         if not arbiter:
@@ -620,7 +628,12 @@ def gunicorn_settings(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "bind": f"{settings.serving.host}:{settings.serving.port}",
         "workers": settings.serving.workers,
-        "worker_class": "sync",
+        "worker_class": settings.serving.worker_class,
+        # gunicorn turns sync into gthread when threads > 1: sync means one thread
+        "threads": settings.serving.threads if settings.serving.worker_class == "gthread" else 1,
+        # No keep-alive: gunicorn 26's gthread worker waits for an idle keep-alive connection to time out only
+        # after graceful_timeout, so every stop and reload would take 30 s (sync never kept connections either)
+        "keepalive": 0,
         "timeout": 120,  # a 100k-row batch takes about a second; this only catches a stuck worker
         "graceful_timeout": 30,  # in-flight requests get this long to finish on reload or shutdown
         "preload_app": False,

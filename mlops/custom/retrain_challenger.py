@@ -8,5 +8,5 @@ if "custom" not in globals():
 
 @custom
 def retrain_challenger(decision: dict, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     return retrain.retrain(settings, decision).to_dict()

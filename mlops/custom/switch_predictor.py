@@ -8,7 +8,7 @@ if "custom" not in globals():
 
 @custom
 def switch_predictor(deployed: dict, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     outcome = deploy.switch_predictor(settings)
     print(outcome)
     return {**deployed, "predictor": outcome}

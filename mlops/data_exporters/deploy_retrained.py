@@ -8,7 +8,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def deploy_retrained(retrained: dict, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     result = retrain.deploy_retrained(settings, retrained, orchestration.pipeline_runner(kwargs))
     print(f"retrain outcome: {result.get('outcome') or result.get('reason')}")
     return result

@@ -10,7 +10,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def persist_prepared_data(raw: pd.DataFrame, leakage_report: pd.DataFrame, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     parts = data.split(raw, settings)
     folder = data.persist(parts, settings)
     report = data.data_report(parts, settings)

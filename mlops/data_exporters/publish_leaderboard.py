@@ -10,7 +10,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def publish_leaderboard(leaderboard: pd.DataFrame, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     reporting.show(reporting.leaderboard_table(leaderboard, settings.training.selection_metric))
     records = leaderboard.to_dict("records")
     reporting.write_json(settings.reports_dir / "leaderboard.json", records)

@@ -8,7 +8,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def record_drift_metrics(summary: dict, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     reporting.show(monitoring.summary_table([summary]))
     reporting.write_json(settings.reports_dir / f"monitor-{summary['batch']}.json", summary)
     return summary

@@ -10,7 +10,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def record_evaluations(evaluations: pd.DataFrame, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     results = model_testing.from_frame(evaluations)
     run_id = model_testing.record(settings, results)
     reporting.show(model_testing.evaluations_table(results))

@@ -8,7 +8,7 @@ if "data_exporter" not in globals():
 
 @data_exporter
 def write_predictor_payload(decision: dict, *args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     folder, rewritten = deploy.payload_for_champion(settings)
     print(f"payload {'written' if rewritten else 'unchanged'}: {folder} (champion {decision['champion']})")
     return {**decision, "payload": str(folder), "payload_rewritten": rewritten}

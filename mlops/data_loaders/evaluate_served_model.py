@@ -10,6 +10,6 @@ if "data_loader" not in globals():
 
 @data_loader  # a loader (not custom): Mage's in-process execute_sync only starts at loader-like roots
 def evaluate_served_model(*args, **kwargs) -> pd.DataFrame:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     results = model_testing.evaluate_served(settings)
     return model_testing.evaluations_frame(results)

@@ -10,4 +10,4 @@ if "data_loader" not in globals():
 
 @data_loader
 def load_raw_dataset(*args, **kwargs) -> pd.DataFrame:
-    return data.load_raw(config.load(kwargs.get("config")))
+    return data.load_raw(config.load())

@@ -8,7 +8,7 @@ if "data_loader" not in globals():
 
 @data_loader
 def receive_alert(*args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     decision = retrain.receive(settings, retrain.webhook_body(kwargs))
     print(f"alert decision: {decision.reason}")
     return decision.to_dict()

@@ -10,7 +10,7 @@ if "transformer" not in globals():
 
 @transformer
 def check_leakage(raw: pd.DataFrame, *args, **kwargs) -> pd.DataFrame:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     reference, _ = data.partition(raw, settings)
     results = leakage.check(reference, settings)
     records = leakage.as_records(results)

@@ -10,7 +10,7 @@ if "transformer" not in globals():
 # roots, and retrain runs this pipeline that way.
 @transformer
 def compare_and_promote(*args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     decision = deploy.promote_if_better(settings, kwargs.get("holdout"))
     print(f"deploy decision: {decision.action}: {decision.reason}")
     return decision.to_dict()

@@ -11,6 +11,6 @@ if "transformer" not in globals():
 
 @transformer
 def compute_drift_metrics(*args, **kwargs) -> dict:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     result = monitoring.monitor_from_variables(settings, kwargs)
     return result.summary()

@@ -13,6 +13,6 @@ if "transformer" not in globals():
 
 @transformer
 def train_models(*args, **kwargs) -> pd.DataFrame:
-    settings = config.load(kwargs.get("config"))
+    settings = config.load()
     result = training.train(settings, data.load_splits(settings))
     return result.leaderboard.assign(registered_version=result.registered.version)

@@ -158,3 +158,12 @@ def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: confi
         assert counts(fresh_settings) == before
     finally:
         path.unlink()
+
+
+def test_a_batch_name_is_not_a_path(champion: str, fresh_settings: config.Settings) -> None:
+    assert (fresh_settings.prepared_dir / "train.parquet").is_file()  # what `../train` would have reached
+    before = counts(fresh_settings)
+    for name in ("../train", "../batches/summer", "/etc/passwd"):
+        with pytest.raises(monitoring.MonitorInputError, match="no batch"):
+            monitoring.monitor(fresh_settings, batch=name)
+    assert counts(fresh_settings) == before

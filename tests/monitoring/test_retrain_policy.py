@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops.core import config, retrain
 
@@ -62,3 +65,48 @@ def test_mage_kwargs_give_the_webhook_body() -> None:
     assert retrain.webhook_body({"event": body, "status": "firing"}) == body  # API trigger on the server
     top_level = retrain.webhook_body({**body, "execution_date": None})  # mage run --runtime-vars <body>
     assert top_level["alerts"] == body["alerts"] and top_level["groupKey"] == body["groupKey"]
+
+
+def test_a_failed_retrain_is_retried_by_the_same_alert_and_a_successful_one_is_not(
+    fresh_settings: config.Settings,
+) -> None:
+    body = webhook("webhook-firing.json")
+    body["alerts"][0]["fingerprint"] = "retry-after-failure"
+    first = retrain.receive(fresh_settings, body)
+    assert first.retrain
+    with pytest.raises(FileNotFoundError):  # retraining fails: no batch of that name (or nothing prepared)
+        retrain.retrain(fresh_settings, first.to_dict(), batches=["no-such-batch"])
+    repeat = retrain.receive(fresh_settings, body)  # Grafana's repeat of the same alert instance
+    assert repeat.retrain and repeat.alert_id != first.alert_id
+    retrain.record_outcome(fresh_settings, repeat.alert_id, "version 9 promoted")  # this one succeeded
+    assert not retrain.receive(fresh_settings, body).retrain
+    rows = [r for r in retrain.alerts(fresh_settings) if r["fingerprint"] == "retry-after-failure"]
+    assert [r["action"] for r in rows] == [retrain.FAILED, "retrain", "duplicate"]
+    assert rows[0]["outcome"].startswith("failed while retraining: FileNotFoundError")
+
+
+def test_a_body_over_the_size_limit_is_refused_and_not_stored(fresh_settings: config.Settings) -> None:
+    body = webhook("webhook-firing.json")
+    body["alerts"][0]["annotations"] = {"summary": "x" * fresh_settings.orchestration.max_webhook_bytes}
+    with pytest.raises(retrain.AlertPayloadError, match=r"over orchestration\.max_webhook_bytes"):
+        retrain.receive(fresh_settings, body)
+    row = retrain.alerts(fresh_settings)[-1]
+    assert row["action"] == "rejected" and row["payload"] == {"bytes": len(json.dumps(body).encode())}
+
+
+def test_a_trigger_body_cannot_choose_the_configuration(
+    fresh_settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mage hands a trigger body's top-level keys to the blocks as kwargs: a `config` key must change nothing."""
+    from mlops.data_loaders.receive_alert import receive_alert
+
+    elsewhere = tmp_path / "elsewhere.db"
+    chosen = yaml.safe_load((config.PACKAGE_ROOT / "configs" / "bank_marketing.yaml").read_text())
+    chosen["stores"]["monitoring_db"] = f"sqlite:///{elsewhere}"
+    (tmp_path / "chosen.yaml").write_text(yaml.safe_dump(chosen))
+    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.stores.monitoring_db)  # the server's own
+    body = webhook("webhook-firing.json")
+    body["alerts"][0]["fingerprint"] = "config-in-the-body"
+    receive_alert(**body, config=str(tmp_path / "chosen.yaml"))
+    assert not elsewhere.exists()
+    assert retrain.alerts(fresh_settings)[-1]["fingerprint"] == "config-in-the-body"

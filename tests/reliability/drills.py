@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -191,6 +193,132 @@ def load(
         worker.join()
     result.seconds = time.perf_counter() - began
     return result
+
+
+# ---- a worker killed under load --------------------------------------------------------------------------
+
+
+def duplicated_rows(url: str, request_ids: list[str]) -> int:
+    """Rows of these requests beyond one per (request, record): a replay that wrote a row twice."""
+    table = store.predictions
+    pairs = (
+        sa.select(table.c.request_id, table.c.record_index, sa.func.count().label("n"))
+        .where(table.c.request_id.in_(request_ids))
+        .group_by(table.c.request_id, table.c.record_index)
+        .subquery()
+    )
+    eng = store.engine(url)
+    try:
+        with eng.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(pairs.c.n - 1), 0))).scalar_one())
+    finally:
+        eng.dispose()
+
+
+def worker_kill(
+    url: str, arbiter_pid: int, database: str, records: list[dict[str, Any]], **load_args: Any
+) -> dict[str, Any]:
+    """SIGKILL one gunicorn worker of the predictor in the middle of a load; then every answered record must
+    be in the prediction log exactly once (its journal is replayed by the workers that live on)."""
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        time.sleep(0.5)
+        worker = psutil.Process(arbiter_pid).children()[0]
+        killed.append(worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+
+    result = load(url, records, during=kill_one, **load_args)
+    answered = result.records_sent
+    logged = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logged = logged_rows(database, result.request_ids)
+        if logged >= answered:
+            break
+        time.sleep(0.5)
+    return {
+        "killed_worker": killed[0] if killed else None,
+        "requests_sent": result.requests_sent,
+        "failed_requests": result.requests_sent - result.statuses.get(200, 0),
+        "answered": answered,
+        "logged": logged,
+        "lost": max(answered - logged, 0),
+        "duplicated": duplicated_rows(database, result.request_ids),
+    }
+
+
+# ---- slow clients ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SlowClientsResult:
+    slow_connections: int
+    slow_still_open: int  # slow connections the server kept (it may close some: then they are not starving it)
+    normal: LoadResult
+    within_ms: float
+
+    def summary(self) -> dict[str, Any]:
+        answered = sum(1 for ms in self.normal.latencies_ms if ms <= self.within_ms)
+        return {
+            "slow_connections": self.slow_connections,
+            "slow_still_open": self.slow_still_open,
+            "normal_requests": self.normal.requests_sent,
+            "answered_within_ms": self.within_ms,
+            "answered_share": round(answered / self.normal.requests_sent, 4) if self.normal.requests_sent else 0.0,
+            "statuses": {str(k): v for k, v in sorted(self.normal.statuses.items())},
+            "p99_ms": self.normal.percentiles()["p99"],
+        }
+
+
+def slow_clients(
+    url: str,
+    records: list[dict[str, Any]],
+    slow: int = 50,
+    threads: int = 4,
+    per_thread: int = 50,
+    byte_every_seconds: float = 2.0,
+    within_ms: float = 1000.0,
+) -> SlowClientsResult:
+    """``slow`` connections each send a ``POST /predict`` header, then its body one byte every
+    ``byte_every_seconds`` (slowloris); meanwhile ``threads`` normal clients send ``per_thread`` single-record
+    requests each. The share of normal requests answered within ``within_ms`` is what the drill measures."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(records[0]).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sockets: list[socket.socket] = []
+    for _ in range(slow):
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(head)
+        sockets.append(sock)
+    stop = threading.Event()
+    open_sockets = list(sockets)
+
+    def trickle() -> None:
+        sent = 0
+        while not stop.wait(byte_every_seconds) and sent < len(body) - 1:  # never the last byte
+            for sock in list(open_sockets):
+                try:
+                    sock.sendall(body[sent : sent + 1])
+                except OSError:
+                    open_sockets.remove(sock)
+            sent += 1
+
+    trickler = threading.Thread(target=trickle, name="slowloris")
+    trickler.start()
+    try:
+        time.sleep(1.0)  # the slow connections are in the server before the normal ones arrive
+        normal = load(url, records, threads=threads, per_thread=per_thread, batch_every=0)
+    finally:
+        stop.set()
+        trickler.join()
+        still_open = len(open_sockets)
+        for sock in sockets:
+            sock.close()
+    return SlowClientsResult(slow, still_open, normal, within_ms)
 
 
 # ---- fuzz ------------------------------------------------------------------------------------------------

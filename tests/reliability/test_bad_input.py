@@ -3,6 +3,8 @@ field and the reason, never a 5xx; schemathesis fuzzes every operation of its ow
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable
@@ -183,3 +185,42 @@ def test_without_a_configured_token_reload_is_disabled(predictor: Predictor) -> 
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
         response = predictor.post("/reload", headers=headers)
         assert response.status_code == 503 and "no token is configured" in response.json()["error"]
+
+
+def test_free_text_longer_than_the_limit_is_refused(
+    predictor: Predictor,
+    record: dict[str, Any],
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    limit = settings.serving.max_text_length
+    assert predictor.post("/predict", json={**record, "month": "m" * limit}).status_code == 200  # open category
+    too_long = {**record, "month": "m" * (limit + 1)}
+    assert_names(predictor.post("/predict", json=too_long), 422, "month", f"at most {limit} characters")
+    split = {"dataframe_split": {"columns": list(too_long), "data": [list(too_long.values())]}}
+    assert_names(predictor.post("/predict", json=split), 422, "month", f"at most {limit} characters")
+
+
+def test_a_key_given_twice_is_refused_not_last_one_wins(predictor: Predictor, record: dict[str, Any]) -> None:
+    body = json.dumps(record)[:-1] + ', "age": 99}'
+    assert_names(predictor.post("/predict", data=body.encode(), headers=JSON), 422, "age", "duplicate key")
+    batch = "[" + json.dumps(record) + "," + body + "]"
+    assert_names(predictor.post("/predict", data=batch.encode(), headers=JSON), 422, "age", "duplicate key")
+    spaced = json.dumps(record, separators=(", ", " : "))  # other spacing: no duplicate, still accepted
+    assert predictor.post("/predict", data=spaced.encode(), headers=JSON).status_code == 200
+
+
+def test_a_byte_order_mark_is_skipped_in_json_as_in_csv(predictor: Predictor, record: dict[str, Any]) -> None:
+    response = predictor.post("/predict", data=b"\xef\xbb\xbf" + json.dumps(record).encode(), headers=JSON)
+    assert response.status_code == 200, response.text[:300]
+
+
+def test_text_cells_a_spreadsheet_would_run_come_back_quoted(predictor: Predictor, record: dict[str, Any]) -> None:
+    cells = {**record, "month": '=HYPERLINK("http://evil.example","x")', "balance": -120}
+    rows = [list(cells), ["" if v is None else str(v) for v in cells.values()]]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    response = predictor.post("/predict", data=out.getvalue().encode(), headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text[:300]
+    scored = list(csv.DictReader(io.StringIO(response.text)))
+    assert scored[0]["month"] == "'" + cells["month"]  # neutralised: a spreadsheet shows it as text
+    assert scored[0]["balance"] == "-120"  # a number stays as sent

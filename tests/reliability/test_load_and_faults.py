@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from mlops.core import config, deploy, monitoring, prediction_log, services, store
 
 from .conftest import Predictor
-from .drills import ThrowawayPostgres, load, logged_rows, wait_for_rows
+from .drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
 pytestmark = [pytest.mark.postgres]
 
@@ -46,6 +46,32 @@ def test_every_scored_record_is_logged_under_load(
     assert logged_rows(monitoring_db, result.request_ids) == result.records_sent
     latency = result.percentiles()
     assert latency["p50"] < 1000, latency  # loose: two shared cores; the soak records the real numbers
+
+
+def test_a_worker_killed_under_load_loses_and_duplicates_no_answered_prediction(
+    predictor: Predictor, monitoring_db: str, sample_records: list[dict[str, Any]]
+) -> None:
+    outcome = worker_kill(
+        predictor.url, predictor.process.pid, monitoring_db, sample_records, threads=4, per_thread=100
+    )
+    assert outcome["killed_worker"] is not None and outcome["answered"] > 0
+    assert (outcome["lost"], outcome["duplicated"]) == (0, 0), outcome
+    assert outcome["logged"] == outcome["answered"]
+
+
+def test_slow_clients_do_not_starve_the_predictor(
+    predictor: Predictor, monitoring_db: str, sample_records: list[dict[str, Any]]
+) -> None:
+    """50 connections send a body one byte every 2 s while 4 normal clients send 200 requests."""
+    drill = slow_clients(predictor.url, sample_records, slow=50, threads=4, per_thread=50)
+    outcome = drill.summary()
+    assert outcome["slow_still_open"] == 50  # they were held, not dropped
+    assert outcome["answered_share"] >= 0.99, outcome
+    ids = drill.normal.request_ids  # and every answer is logged before the next test counts rows
+    deadline = time.monotonic() + 30
+    while logged_rows(monitoring_db, ids) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert logged_rows(monitoring_db, ids) == len(ids) == 200
 
 
 def test_the_database_stopped_under_load_loses_nothing(

@@ -53,9 +53,15 @@ def test_a_killed_retrain_leaves_the_champion_and_the_next_one_works(
     assert deploy.promote_if_better(ours).champion == str(first)
     before = aliases(client, name)
 
+    # the killed run searches long (it must still be fitting when the kill comes); the next one is quick
+    searching = {
+        **env,
+        "MLOPS_TRAINING__SEARCH__MAX_TRIALS": "500",
+        "MLOPS_TRAINING__SEARCH__TIME_BUDGET_SECONDS": "120",
+    }
     killed = subprocess.Popen(
         [sys.executable, "-c", RETRAIN],
-        env=env,
+        env=searching,
         cwd=ours.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -54,6 +54,8 @@ def test_every_state_changing_endpoint_refuses_a_missing_or_wrong_token(predicto
             ({"Authorization": "Bearer"}, 401),
             ({"Authorization": f"Basic {TOKEN}"}, 401),
             ({"Authorization": "Bearer not-the-token"}, 403),
+            ({"Authorization": "bearer not-the-token"}, 403),  # the scheme is case-insensitive: the token is checked
+            ({"Authorization": "BEARER not-the-token"}, 403),
             ({"Authorization": f"Bearer {TOKEN[:-1]}"}, 403),
             ({"Authorization": f"Bearer {TOKEN}x"}, 403),
         ):
