@@ -189,8 +189,11 @@ class CompiledScorer:
             values = np.column_stack([records.numeric[c] for c in cols]) if cols else np.empty((n, 0))
             positions = [_positions(block, records.categorical[block.column]) for block in self.categorical]
         else:
-            row = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
-            values = np.array([row(r) for r in records] if cols else [], dtype="float64").reshape(n, len(cols))
+            if cols:
+                row = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+                values = np.array([row(r) for r in records], dtype="float64").reshape(n, len(cols))
+            else:
+                values = np.empty((n, 0))
             positions = [
                 np.array([block.index.get(r[block.column], -1) for r in records], dtype=np.intp).reshape(n)
                 for block in self.categorical
@@ -289,6 +292,8 @@ def compile_pipeline(pipeline: Pipeline) -> CompiledScorer:
         if name == "remainder":
             if step != "drop" and len(columns):
                 raise UnsupportedPipeline("the ColumnTransformer passes remainder columns through")
+            continue
+        if not len(columns):  # a table with no numbers or no categories: sklearn never fits that part
             continue
         if name == "num" and numeric is None and not categorical:
             numeric = _numeric_block(step, list(columns))

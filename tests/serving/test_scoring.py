@@ -119,3 +119,19 @@ def test_models_without_trees_are_not_compiled_to_trees(fitted) -> None:  # type
 
     with pytest.raises(UnsupportedTrees, match="LogisticRegression"):
         compile_estimator(fitted("logistic_regression")[-1])
+
+
+@pytest.mark.parametrize("kept", ["numerical", "categorical"])
+@pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
+def test_a_table_of_only_numbers_or_only_categories_compiles(kept, family, split, fit_small, plain_settings) -> None:  # type: ignore[no-untyped-def]
+    """The preprocessing part with no columns is never fitted: the compiled scorer must not read it."""
+    dataset = plain_settings.dataset
+    only = dataset.model_copy(update={"numerical" if kept == "categorical" else "categorical": []})
+    settings = plain_settings.model_copy(update={"dataset": only})
+    train, rest = split
+    pipeline = fit_small(family, train, settings)
+    records = scoring.frame_records(rest.head(500), only.features)
+    compiled = scoring.compile_pipeline(pipeline)
+    expected = pipeline.predict_proba(features.normalise(rest.head(500), only))[:, 1]
+    assert np.max(np.abs(compiled.predict(records) - expected)) <= 1e-12
+    assert scoring.scorer_for(pipeline, only, records).kind == "compiled"
