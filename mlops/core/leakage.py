@@ -50,6 +50,8 @@ def single_feature_auc(values: pd.Series, y: np.ndarray, seed: int = 0) -> float
     """ROC-AUC of one column alone, direction-free (max of AUC and 1 - AUC)."""
     if len(np.unique(y)) < 2:
         return float("nan")
+    if values.isna().all():  # an empty column (a CSV header ending in ",," has them) tells nothing
+        return 0.5
     auc = float(roc_auc_score(y, _scores(values.reset_index(drop=True), y, seed)))
     return max(auc, 1.0 - auc)
 

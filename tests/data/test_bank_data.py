@@ -79,3 +79,20 @@ def test_prepare_writes_parquet_and_reports(prepared: object, settings: config.S
     assert leak[0]["column"] == "duration" and leak[0]["flagged"]
     train = data.load_split(settings, "train")
     assert train["age"].dtype == "float64" and train["job"].isna().any()
+
+
+def test_an_empty_column_scores_as_uninformative_not_a_crash(raw: pd.DataFrame, bank_settings: config.Settings) -> None:
+    """A CSV whose header ends in ",," has columns with no value at all (#12, 2)."""
+    reference, _ = data.partition(raw, bank_settings)
+    reference = reference.assign(empty_number=float("nan"), empty_text=None)
+    excluded = {
+        **bank_settings.dataset.excluded,
+        "empty_number": config.ExcludedColumn(reason="no values"),
+        "empty_text": config.ExcludedColumn(reason="no values"),
+    }
+    settings = bank_settings.model_copy(
+        update={"dataset": bank_settings.dataset.model_copy(update={"excluded": excluded})}
+    )
+    results = {r.column: r for r in leakage.check(reference, settings)}
+    assert results["empty_number"].single_feature_auc == results["empty_text"].single_feature_auc == 0.5
+    assert not results["empty_number"].flagged and results["duration"].flagged
