@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, Optional, overload
 
 import numpy as np
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails, from_json
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
@@ -141,6 +141,21 @@ def refuse_duplicate_keys(body: bytes, keys: int) -> None:
     json.loads(body, object_pairs_hook=unique)
 
 
+def number_as_category(categories: Sequence[str]) -> BeforeValidator:
+    """A JSON number equal to an allowed category is that category (a 0/1 flag sent as ``0``, not ``"0"``);
+    any other number stays refused, with the allowed categories named."""
+    allowed = frozenset(categories)
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            text = str(int(value)) if float(value).is_integer() else repr(float(value))
+            if text in allowed:
+                return text
+        return value
+
+    return BeforeValidator(convert)
+
+
 def record_type(
     schema: FeatureSchema, open_categories: Collection[str] = (), max_text_length: int = DEFAULT_MAX_TEXT
 ) -> type:
@@ -150,7 +165,8 @@ def record_type(
     for name, num in schema.numerical.items():
         fields[name] = Optional[Number] if num.nullable else Number  # noqa: UP045 (runtime type expression)
     for name, cat in schema.categorical.items():
-        kind: Any = free_text if name in open_categories else Literal[tuple(cat.categories)]
+        allowed: Any = Literal[tuple(cat.categories)]
+        kind: Any = free_text if name in open_categories else Annotated[allowed, number_as_category(cat.categories)]
         fields[name] = Optional[kind] if cat.nullable else kind  # noqa: UP045
     record = TypedDict("Record", fields)  # type: ignore[misc]
     record.__pydantic_config__ = ConfigDict(extra="forbid", title="Record")  # type: ignore[attr-defined]
