@@ -147,11 +147,15 @@ def number_as_category(categories: Sequence[str]) -> BeforeValidator:
     allowed = frozenset(categories)
 
     def convert(value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            text = str(int(value)) if float(value).is_integer() else repr(float(value))
-            if text in allowed:
-                return text
-        return value
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, float) and math.isfinite(value):
+            text = str(int(value)) if value.is_integer() else repr(value)
+        else:
+            return value
+        return text if text in allowed else value
 
     return BeforeValidator(convert)
 
