@@ -49,6 +49,9 @@ class MonitorInputError(ValueError):
     """The batch cannot be monitored (unreadable, schema broken, empty); nothing was written."""
 
 
+EMPTY_METHOD = "all missing"  # a column with no value in the batch (or the reference): judged without Evidently
+
+
 @dataclass(frozen=True)
 class ColumnDrift:
     column: str
@@ -87,10 +90,15 @@ class MonitorResult:
         return self.prediction_drift > self.prediction_threshold
 
     def summary(self) -> dict[str, Any]:
+        """JSON-ready, without the keys whose value is unknown: Mage cannot read back a block output holding
+        ``None`` (a window of the log has no labels, so no ROC-AUC), it fails on ``builtins.NoneType``."""
         out = asdict(self)
         out.pop("columns")
         out["drifted"] = [c.column for c in self.columns if c.drifted]
-        return out
+        for key in ("window_start", "window_end"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return {key: value for key, value in out.items() if value is not None}
 
 
 # ---- input -----------------------------------------------------------------------------------------
@@ -174,11 +182,15 @@ def drift_report(
 ) -> tuple[Any, list[ColumnDrift], ColumnDrift, float]:
     """Run the Evidently report; return (snapshot, feature drift, prediction drift, missing share)."""
     dataset = settings.dataset
+    # Evidently refuses a column with no value at all; such a column is judged here: drifted when the
+    # reference had values (everything went missing), not when it was empty there too.
+    empty = [c for c in dataset.features if current[c].isna().all() or reference[c].isna().all()]
+    compared = [c for c in dataset.features if c not in empty]
     definition = DataDefinition(
         numerical_columns=[*dataset.numerical, PREDICTION], categorical_columns=list(dataset.categorical)
     )
     metrics = [
-        DataDriftPreset(columns=dataset.features, drift_share=DATASET_DRIFT_SHARE),
+        DataDriftPreset(columns=compared, drift_share=DATASET_DRIFT_SHARE),
         ValueDrift(
             column=PREDICTION,
             method=PREDICTION_DRIFT_METHOD,
@@ -192,7 +204,12 @@ def drift_report(
     )
     result = snapshot.dict()
     verdicts = _test_statuses(result)
-    columns: list[ColumnDrift] = []
+    columns = [
+        ColumnDrift(column, EMPTY_METHOD, 1.0, 0.0, True)
+        if reference[column].notna().any()
+        else ColumnDrift(column, EMPTY_METHOD, 0.0, 0.0, False)
+        for column in empty
+    ]
     prediction: ColumnDrift | None = None
     missing_cells = 0.0
     for metric in result["metrics"]:
@@ -208,7 +225,7 @@ def drift_report(
             )
             if drift.column == PREDICTION:
                 prediction = drift
-            else:
+            elif drift.column not in empty:  # judged above
                 columns.append(drift)
         elif kind == "DatasetMissingValueCount":
             missing_cells = float(value["count"])

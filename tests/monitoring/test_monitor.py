@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, data, monitoring, retrain, store
+from mlops.core import alerting, config, data, monitoring, orchestration, retrain, store
 
 from .conftest import load_provisioning, webhook
 
@@ -162,8 +162,39 @@ def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: confi
 
 def test_a_batch_name_is_not_a_path(champion: str, fresh_settings: config.Settings) -> None:
     assert (fresh_settings.prepared_dir / "train.parquet").is_file()  # what `../train` would have reached
+    store.migrate(fresh_settings.monitoring_db)
     before = counts(fresh_settings)
     for name in ("../train", "../batches/summer", "/etc/passwd"):
         with pytest.raises(monitoring.MonitorInputError, match="no batch"):
             monitoring.monitor(fresh_settings, batch=name)
     assert counts(fresh_settings) == before
+
+
+def test_a_window_of_the_log_is_monitored_through_mage(
+    champion: str, fresh_settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline, not only the function: Mage failed reading back a block output holding None (#12, 6)."""
+    now = datetime.now(UTC)
+    log_predictions(fresh_settings, data.load_batch(fresh_settings, "summer").head(300), champion, now)
+    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.stores.monitoring_db)
+    monkeypatch.setenv("MLOPS_MONITORING__REPORTS_DIR", str(fresh_settings.monitoring.reports_dir))
+    store.migrate(fresh_settings.monitoring_db)
+    before = counts(fresh_settings)
+    window = {
+        "window_start": (now - timedelta(minutes=5)).isoformat(),
+        "window_end": (now + timedelta(minutes=1)).isoformat(),
+    }
+    assert orchestration.run_headless(fresh_settings, "monitor", window) == 0
+    assert counts(fresh_settings)[0] == before[0] + 1
+
+
+def test_a_column_with_no_value_in_the_batch_is_drifted_not_a_crash(
+    champion: str, fresh_settings: config.Settings
+) -> None:
+    """Evidently refuses an empty column; a feed that lost a column entirely is the clearest drift there is."""
+    store.migrate(fresh_settings.monitoring_db)
+    frame = data.load_batch(fresh_settings, "fall").head(600).assign(contact=None)
+    result = monitoring.monitor(fresh_settings, batch="contact-lost", frame=frame)
+    by_column = {c.column: c for c in result.columns}
+    assert by_column["contact"].drifted and by_column["contact"].method == monitoring.EMPTY_METHOD
+    assert sorted(c.column for c in result.columns) == sorted([*fresh_settings.dataset.features, monitoring.PREDICTION])
