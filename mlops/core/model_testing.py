@@ -1,8 +1,9 @@
 """The test pipeline: score held-out data through the RUNNING predictor over HTTP and record the metrics.
 
 It measures what is served, not what is registered: the held-out ``test`` split and every labeled batch
-are sent to ``POST /predict`` at ``settings.serving.url``; ROC-AUC, PR-AUC, F1 (at the served threshold)
-and lift come from :mod:`mlops.core.evaluation`. Results go to MLflow (a run tagged with the model name
+the champion never learnt from (after a retrain, a batch's held-out part instead of the batch) are sent to
+``POST /predict`` at ``settings.serving.url``; ROC-AUC, PR-AUC, F1 (at the served threshold) and lift come
+from :mod:`mlops.core.evaluation`. Results go to MLflow (a run tagged with the model name
 and version, its metrics also linked to the version's logged model, and version tags pointing at the run)
 and to ``store.evaluations``.
 """
@@ -10,6 +11,7 @@ and to ``store.evaluations``.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,12 +51,22 @@ class Served:
     threshold: float
 
 
-def labeled_parts(settings: Settings) -> dict[str, pd.DataFrame]:
-    """The held-out test split and every prepared batch, by name."""
+def labeled_parts(settings: Settings, trained_on: Collection[str] = ()) -> dict[str, pd.DataFrame]:
+    """The held-out test split and every prepared batch, by name, except the batches the model was fitted on
+    (``trained_on``: a retrained model learnt from part of them; their ``<name>.holdout`` is what it never saw)."""
     parts = {"test": load_split(settings, "test")}
     for path in sorted((settings.prepared_dir / "batches").glob("*.parquet")):
-        parts[path.stem] = pd.read_parquet(path)
+        if path.stem not in trained_on:
+            parts[path.stem] = pd.read_parquet(path)
     return parts
+
+
+def trained_on(settings: Settings) -> set[str]:
+    """The batches the served champion learnt from (its ``training_batches`` tag, set by retrain)."""
+    client = registry.configure(settings)
+    champion = registry.version_by_alias(client, settings.training.model_name, registry.CHAMPION)
+    tag = (champion.tags or {}).get("training_batches", "") if champion is not None else ""
+    return {name for name in tag.split(",") if name}
 
 
 def score_over_http(settings: Settings, frame: pd.DataFrame, chunk_rows: int = CHUNK_ROWS) -> Served:
@@ -81,7 +93,7 @@ def evaluate_served(settings: Settings) -> list[Evaluation]:
     """Score every labeled part through the predictor and compute its metrics."""
     results = []
     lift_fraction = settings.training.lift_fraction
-    for name, frame in labeled_parts(settings).items():
+    for name, frame in labeled_parts(settings, trained_on(settings)).items():
         served = score_over_http(settings, frame)
         values = evaluation.metrics(labels(frame, settings), served.probabilities, served.threshold, lift_fraction)
         results.append(

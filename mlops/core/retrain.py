@@ -3,6 +3,8 @@
 Policy (docs/monitoring.md):
 
 - Every alert in a webhook body is recorded in ``alerts`` with the action taken and, later, its outcome.
+- A run with no body at all (``python -m mlops run retrain``, Run@once in Mage's UI) is a retrain by hand:
+  recorded with status ``by hand``, it always retrains (the deploy pipeline still promotes only a better model).
 - Only ``firing`` alerts named ``monitoring.alert_name`` act; ``resolved`` ones and other names are
   recorded as ``ignored``.
 - A replay of an alert already handled (same fingerprint and ``startsAt``; without a fingerprint, the same
@@ -35,6 +37,7 @@ from mlops.core.monitoring import check_frame
 
 HOLDOUT_SUFFIX = ".holdout"
 DEPLOY_PIPELINE = "deploy"
+BY_HAND = "by hand"  # the alerts row of a retrain nobody's alert asked for
 FAILED = "retrain_failed"  # the alerts row's action once its retrain failed: the next repeat retries
 _ADVISORY_LOCK = 7_351_205  # serialises concurrent webhooks on PostgreSQL (dedupe is read-then-write)
 
@@ -109,6 +112,17 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
         outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
         _insert(url, [{"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}])
         raise AlertPayloadError(outcome)
+    if not body:  # no alert at all: retraining by hand (`python -m mlops run retrain`, or Run@once in Mage)
+        by_hand: dict[str, Any] = {"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}}
+        eng = store.engine(url)
+        try:
+            with eng.begin() as conn:
+                alert_id = int(
+                    conn.execute(store.alerts.insert().values(**by_hand).returning(store.alerts.c.id)).scalar_one()
+                )
+        finally:
+            eng.dispose()
+        return AlertDecision(True, "retrain by hand (no alert in the trigger's body)", alert_id, [alert_id])
     try:
         hook = parse_webhook(body)
     except AlertPayloadError as exc:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
-from mlops.core import services
+from mlops.core import services, store
 from mlops.core.demo import library_noise
 from tests.conftest import ROOT
 
@@ -100,3 +101,20 @@ def test_the_demo_ends_on_what_next_and_down_stops_its_predictor(
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/health", timeout=5)
     assert mlops("status", env=demo_env, timeout=120).returncode == 1
+
+
+def test_after_retrain_the_test_pipeline_reports_only_rows_the_model_never_saw(
+    demo: subprocess.CompletedProcess[str], demo_env: dict[str, str]
+) -> None:
+    """v2 learnt from most of summer: its test reports summer's held-out part, not the whole batch (#12, 13)."""
+    assert demo.returncode == 0
+    table = store.evaluations
+    eng = store.engine(demo_env["MLOPS_STORES__MONITORING_DB"])
+    try:
+        with eng.connect() as conn:
+            rows = conn.execute(sa.select(table.c.model_version, table.c.dataset)).all()
+    finally:
+        eng.dispose()
+    tested = {version: sorted(d for v, d in rows if v == version) for version, _ in rows}
+    assert tested["1"] == ["fall", "summer", "test"]
+    assert tested["2"] == ["fall", "summer.holdout", "test"]

@@ -110,3 +110,13 @@ def test_a_trigger_body_cannot_choose_the_configuration(
     receive_alert(**body, config=str(tmp_path / "chosen.yaml"))
     assert not elsewhere.exists()
     assert retrain.alerts(fresh_settings)[-1]["fingerprint"] == "config-in-the-body"
+
+
+def test_retraining_by_hand_needs_no_alert_body(fresh_settings: config.Settings) -> None:
+    """`python -m mlops run retrain` or Run@once in Mage: no Grafana body at all (#12, 10)."""
+    assert retrain.webhook_body({"execution_date": None, "pipeline_run_id": None}) == {}
+    decision = retrain.receive(fresh_settings, retrain.webhook_body({"execution_date": None}))
+    assert decision.retrain and decision.alert_id is not None
+    assert "by hand" in decision.reason
+    row = retrain.alerts(fresh_settings)[-1]
+    assert (row["id"], row["status"], row["action"]) == (decision.alert_id, retrain.BY_HAND, "retrain")
