@@ -360,12 +360,12 @@ def wait_for_version(settings: Settings, version: str | None, timeout: float = 1
 
 def reload_predictor(settings: Settings) -> None:
     """Ask the running predictor for a graceful reload (POST /reload with the token from the environment)."""
-    token = settings.secrets.reload_token
+    token = reload_token(settings)
     url = settings.serving.url.rstrip("/")
     if not token:
         raise DeployError(
-            f"a predictor answers at {url} but MLOPS_SECRETS__RELOAD_TOKEN is not set: it cannot be asked to "
-            "reload. Set the token it was started with."
+            f"a predictor answers at {url} but MLOPS_SECRETS__RELOAD_TOKEN is not set (nor {token_file(settings)}): "
+            "it cannot be asked to reload. Set the token it was started with."
         )
     response = requests.post(f"{url}/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     if response.status_code in (401, 403):
@@ -385,6 +385,7 @@ def switch_predictor(settings: Settings) -> str:
         return f"the predictor at {settings.serving.url} reloaded: it serves version {expected}"
     if not settings.deploy.start_predictor:
         return f"no predictor answers at {settings.serving.url}; not started (deploy.start_predictor is false)"
+    ensure_reload_token(settings)  # a predictor we start can always be reloaded by the next deploy
     proc = native_predictor.start(settings)
     try:
         services.wait_http(f"{settings.serving.url.rstrip('/')}/health", proc, timeout=120)
@@ -402,6 +403,20 @@ def rollback(settings: Settings) -> tuple[Decision, str]:
     return decision, switch_predictor(settings)
 
 
+def token_file(settings: Settings) -> Path:
+    return run_dir(settings) / "reload_token"
+
+
+def reload_token(settings: Settings) -> str | None:
+    """The configured reload token, else the one the platform generated for this work dir."""
+    if settings.secrets.reload_token:
+        return settings.secrets.reload_token
+    path = token_file(settings)
+    if not path.is_file():
+        return None
+    return path.read_text().strip() or None
+
+
 def ensure_reload_token(settings: Settings) -> Path | None:
     """A reload token for this session when none is configured: generated once, kept in run/reload_token (0600).
 
@@ -410,7 +425,7 @@ def ensure_reload_token(settings: Settings) -> Path | None:
     """
     if settings.secrets.reload_token:
         return None
-    path = run_dir(settings) / "reload_token"
+    path = token_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         path.touch(mode=0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -11,9 +12,10 @@ from typing import Any
 
 import psutil
 import pytest
+import requests
 import yaml
 
-from mlops.core import config, orchestration, services, stack
+from mlops.core import config, deploy, native_predictor, orchestration, services, stack
 
 from .conftest import Predictor
 from .drills import listening
@@ -239,3 +241,32 @@ def test_no_secret_is_committed() -> None:
     assert env_files == [], f"environment files are committed: {env_files}"
     found = [f for path in tracked if not path.endswith(".lock") for f in findings(path, read(path))]
     assert found == [], "\n".join(found)
+
+
+def test_a_predictor_deploy_starts_can_be_reloaded_by_the_next_deploy(
+    small_payload: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no token configured, deploy generates one for the work dir before it starts a predictor, and the
+    next deploy finds it there: a predictor the platform started is never one nobody can reload (#12, 8)."""
+    port = services.free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.delenv("MLOPS_SECRETS__RELOAD_TOKEN", raising=False)
+    for key, value in {
+        "MLOPS_PATHS__WORK_DIR": str(tmp_path / "work"),
+        "MLOPS_SERVING__PORT": str(port),
+        "MLOPS_SERVING__URL": url,
+        "MLOPS_SERVING__PAYLOAD_DIR": str(small_payload),
+        "MLOPS_SERVING__SPOOL_DIR": str(tmp_path / "spool"),
+        "MLOPS_STORES__MONITORING_DB": f"sqlite:///{tmp_path / 'monitoring.db'}",
+    }.items():
+        monkeypatch.setenv(key, value)
+    ours = config.load()
+    assert ours.secrets.reload_token is None
+    try:
+        assert deploy.switch_predictor(ours).startswith("started the predictor")
+        token = deploy.reload_token(config.load(environ={k: v for k, v in os.environ.items() if "RELOAD" not in k}))
+        assert token and deploy.token_file(ours).stat().st_mode & 0o777 == 0o600
+        answer = requests.post(f"{url}/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert answer.status_code == 202, answer.text
+    finally:
+        native_predictor.stop(ours)
