@@ -250,7 +250,9 @@ def test_a_predictor_deploy_starts_can_be_reloaded_by_the_next_deploy(
     next deploy finds it there: a predictor the platform started is never one nobody can reload (#12, 8)."""
     port = services.free_port()
     url = f"http://127.0.0.1:{port}"
-    monkeypatch.delenv("MLOPS_SECRETS__RELOAD_TOKEN", raising=False)
+    # set, then deleted: monkeypatch then restores the variable's absence after deploy exported a token
+    monkeypatch.setenv("MLOPS_SECRETS__RELOAD_TOKEN", "")
+    monkeypatch.delenv("MLOPS_SECRETS__RELOAD_TOKEN")
     for key, value in {
         "MLOPS_PATHS__WORK_DIR": str(tmp_path / "work"),
         "MLOPS_SERVING__PORT": str(port),
