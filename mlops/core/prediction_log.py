@@ -205,10 +205,7 @@ class PredictionLog:
             self._insert(rows)
         except Exception as exc:  # any database failure: keep the rows on disk, never lose them
             log.warning(
-                "prediction log: database unavailable (%s: %s); spooling %d rows",
-                exc.__class__.__name__,
-                str(exc)[:300],
-                len(rows),
+                "prediction log: database unavailable (%s); spooling %d rows", exc.__class__.__name__, len(rows)
             )
             self._migrated = False
             self._spool(rows)
