@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mlops.core import reporting
-from mlops.core.demo import library_noise
+from mlops.core.demo import REPORT, library_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "demo.json"
@@ -38,7 +38,7 @@ def main() -> None:
         result = subprocess.run(["make", "demo"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         seconds = time.monotonic() - started
         output = result.stdout.decode(errors="replace")
-        report_file = clone / ".mlops" / "reports" / "bank-marketing" / "demo.json"
+        report_file = clone / ".mlops" / "reports" / "bank-marketing" / REPORT  # the default work dir
         report = json.loads(report_file.read_text()) if report_file.is_file() else {}
         subprocess.run([".venv/bin/python", "-m", "mlops", "down"], cwd=clone, env=env, capture_output=True)
     finally:

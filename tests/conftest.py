@@ -134,6 +134,13 @@ def settings(platform_env: dict[str, str]) -> config.Settings:
     return config.load()
 
 
+def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m mlops <args>`` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlops", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def mage_run(
     pipeline: str, env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:

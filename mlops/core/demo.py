@@ -11,7 +11,6 @@ warnings or progress bars; the demo's test requires none.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -200,7 +199,3 @@ def what_next(settings: config.Settings, console: Console) -> None:
         ' (README: "Pointing it at another dataset")'
     )
     console.print("  the whole stack:    docker compose up (adds Grafana and its alert; docs/operations.md)")
-
-
-def read_report(settings: config.Settings) -> dict[str, Any]:
-    return dict(json.loads((settings.reports_dir / REPORT).read_text()))

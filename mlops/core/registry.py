@@ -138,7 +138,7 @@ def register(
     )
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
-    return RegisteredModel(name, str(version.version), alias, {k: str(v) for k, v in tags.items()})
+    return RegisteredModel(name, str(version.version), alias, text_tags)
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

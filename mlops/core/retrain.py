@@ -113,15 +113,7 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
         _insert(url, [{"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}])
         raise AlertPayloadError(outcome)
     if not body:  # no alert at all: retraining by hand (`python -m mlops run retrain`, or Run@once in Mage)
-        by_hand: dict[str, Any] = {"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}}
-        eng = store.engine(url)
-        try:
-            with eng.begin() as conn:
-                alert_id = int(
-                    conn.execute(store.alerts.insert().values(**by_hand).returning(store.alerts.c.id)).scalar_one()
-                )
-        finally:
-            eng.dispose()
+        (alert_id,) = _insert(url, [{"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}}])
         return AlertDecision(True, "retrain by hand (no alert in the trigger's body)", alert_id, [alert_id])
     try:
         hook = parse_webhook(body)
@@ -158,10 +150,7 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
                     row |= {"action": "retrain", "outcome": "retraining"}
                     chosen = len(rows)
                 rows.append(row)
-            ids = [
-                int(conn.execute(store.alerts.insert().values(**r).returning(store.alerts.c.id)).scalar_one())
-                for r in rows
-            ]
+            ids = [_insert_row(conn, row) for row in rows]
     finally:
         eng.dispose()
     if chosen is None:
@@ -170,13 +159,18 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
     return AlertDecision(True, f"alert {expected!r} firing since {rows[chosen]['starts_at']}", ids[chosen], ids)
 
 
-def _insert(url: str, rows: list[dict[str, Any]]) -> None:
+def _insert(url: str, rows: list[dict[str, Any]]) -> list[int]:
+    """Record rows in ``alerts`` in one transaction; their ids."""
     eng = store.engine(url)
     try:
         with eng.begin() as conn:
-            conn.execute(store.alerts.insert(), rows)
+            return [_insert_row(conn, row) for row in rows]
     finally:
         eng.dispose()
+
+
+def _insert_row(conn: sa.Connection, row: dict[str, Any]) -> int:
+    return int(conn.execute(store.alerts.insert().values(**row).returning(store.alerts.c.id)).scalar_one())
 
 
 def record_outcome(settings: Settings, alert_id: int | None, outcome: str, failed: bool = False) -> None:

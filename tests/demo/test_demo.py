@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,9 @@ import sqlalchemy as sa
 
 from mlops.core import services, store
 from mlops.core.demo import library_noise
-from tests.conftest import ROOT
+from tests.conftest import run_cli as mlops
 
 pytestmark = [pytest.mark.slow, pytest.mark.mage]
-
-
-def mlops(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +43,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory, bank_csv: Path) -> dict[s
 
 @pytest.fixture(scope="module")
 def demo(demo_env: dict[str, str]) -> Iterator[subprocess.CompletedProcess[str]]:
-    result = mlops("demo", env=demo_env)
+    result = mlops("demo", env=demo_env, timeout=900)  # the whole loop takes minutes
     try:
         yield result
     finally:

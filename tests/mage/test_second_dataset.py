@@ -2,8 +2,6 @@
 other column names, a 0/1 target, no season column, a random split."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mlops.core import registry
-from tests.conftest import ROOT, mage_run
+from tests.conftest import mage_run, run_cli
 
 
 def synthetic_churn(rows: int, seed: int = 7) -> pd.DataFrame:
@@ -76,8 +74,7 @@ def test_synthetic_dataset_through_prepare_and_train(tmp_path: Path, mlflow_serv
     }
     # prepare through `python -m mlops --config FILE`, with no MLOPS_CONFIG: the pipeline reads the file given
     cli_env = {k: v for k, v in {**os.environ, **env}.items() if k != "MLOPS_CONFIG"}
-    command = [sys.executable, "-m", "mlops", "--config", str(config_file), "run", "prepare"]
-    result = subprocess.run(command, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600)
+    result = run_cli("--config", str(config_file), "run", "prepare", env=cli_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     result = mage_run("train", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

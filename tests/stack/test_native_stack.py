@@ -18,15 +18,9 @@ import pytest
 import requests
 
 from mlops.core import config, orchestration, services, stack
+from tests.conftest import run_cli as mlops
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.mage, pytest.mark.postgres]
-
-
-def mlops(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def base_environment(work: Path, bank_csv: Path) -> dict[str, str]:
