@@ -190,6 +190,8 @@ class Serving(Strict):
     # one thread, not the worker (docs/reliability.md, "Slow clients"); sync: one request per worker at a time
     worker_class: Literal["gthread", "sync"] = "gthread"
     threads: int = Field(64, ge=1)  # per worker (gthread)
+    # gthread: how long an idle connection stays open for the client's next request (0: one request each)
+    keepalive_seconds: int = Field(5, ge=0)
     payload_dir: Path = Path("build/predictor")  # what deploy generates and the predictor runs from
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(100_000, ge=1)

@@ -616,6 +616,10 @@ def openapi_document(model: DeployedModel | None, settings: Settings) -> dict[st
 # -- running it -------------------------------------------------------------------------------------
 
 
+# gthread is gunicorn's, closing idle keep-alive connections at once when it stops (see predictor_worker)
+WORKER_CLASSES = {"gthread": "mlops.core.predictor_worker.PredictorWorker", "sync": "sync"}
+
+
 def gunicorn_settings(settings: Settings | None = None) -> dict[str, Any]:
     """gunicorn's settings and hooks (``globals().update(gunicorn_settings())`` in a config file).
 
@@ -628,12 +632,10 @@ def gunicorn_settings(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "bind": f"{settings.serving.host}:{settings.serving.port}",
         "workers": settings.serving.workers,
-        "worker_class": settings.serving.worker_class,
+        "worker_class": WORKER_CLASSES[settings.serving.worker_class],
         # gunicorn turns sync into gthread when threads > 1: sync means one thread
         "threads": settings.serving.threads if settings.serving.worker_class == "gthread" else 1,
-        # No keep-alive: gunicorn 26's gthread worker waits for an idle keep-alive connection to time out only
-        # after graceful_timeout, so every stop and reload would take 30 s (sync never kept connections either)
-        "keepalive": 0,
+        "keepalive": settings.serving.keepalive_seconds,  # sync ignores it (one request per connection)
         "timeout": 120,  # a 100k-row batch takes about a second; this only catches a stuck worker
         "graceful_timeout": 30,  # in-flight requests get this long to finish on reload or shutdown
         "preload_app": False,

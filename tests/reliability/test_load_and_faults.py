@@ -3,12 +3,15 @@ monitoring batch that is corrupt or breaks the schema."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -57,6 +60,33 @@ def test_a_worker_killed_under_load_loses_and_duplicates_no_answered_prediction(
     assert outcome["killed_worker"] is not None and outcome["answered"] > 0
     assert (outcome["lost"], outcome["duplicated"]) == (0, 0), outcome
     assert outcome["logged"] == outcome["answered"]
+
+
+def test_keep_alive_connections_are_reused_and_do_not_hold_a_stop(
+    start_predictor: Callable[..., Predictor], small_payload: Path, sample_records: list[dict[str, Any]]
+) -> None:
+    """A client sends its requests on one connection; stopping the predictor while that connection is idle
+    takes seconds, not graceful_timeout (30 s, after which the supervisor SIGKILLs and the exit flush of the
+    prediction log is lost)."""
+    own = start_predictor(small_payload)
+    where = urlsplit(own.url)
+    connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
+    for record in sample_records[:5]:
+        connection.request("POST", "/predict", json.dumps(record), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()[:200]
+        response.read()
+        assert not response.will_close  # the next request goes on the same socket
+    local_port = connection.sock.getsockname()[1]
+    connection.request("GET", "/health")
+    connection.getresponse().read()
+    assert connection.sock.getsockname()[1] == local_port  # still the first connection: never reopened
+    started = time.monotonic()
+    own.process.stop(timeout=25)
+    stopped_in = time.monotonic() - started
+    connection.close()
+    assert not own.process.alive()
+    assert stopped_in < 10, f"stopping took {stopped_in:.1f} s with an idle keep-alive connection open"
 
 
 def test_slow_clients_do_not_starve_the_predictor(
