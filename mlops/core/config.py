@@ -9,6 +9,7 @@ scalars, so ``MLOPS_TRAINING__SEARCH__MAX_TRIALS=5`` is an integer.
 from __future__ import annotations
 
 import os
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,12 +57,32 @@ class ExcludedColumn(Strict):
     post_outcome: bool = False
 
 
+Bound = datetime | date | float | str  # a date/time (YAML dates arrive as dates) or a number
+
+
+class Range(Strict):
+    """Rows whose split-column value is at least ``start`` and below ``end`` (either may be left open)."""
+
+    start: Bound | None = None
+    end: Bound | None = None
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Range:
+        if self.start is None and self.end is None:
+            raise ValueError("a range needs `start`, `end` or both")
+        return self
+
+
 class Split(Strict):
-    strategy: Literal["column", "random"] = "random"
+    # column: batches by listed values of `column`; range: by ranges of a date or number column;
+    # random: batches of random rows
+    strategy: Literal["column", "range", "random"] = "random"
     column: str | None = None
-    reference: list[str] = Field(default_factory=list)
-    # column strategy: batch name -> values of `column`; random strategy: batch name -> share of rows
-    batches: dict[str, list[str] | float] = Field(default_factory=dict)
+    reference: list[str] | Range = Field(default_factory=list)
+    # column: batch name -> values of `column`; range: batch name -> range; random: batch name -> share of rows
+    batches: dict[str, list[str] | Range | float] = Field(default_factory=dict)
+    # range: the rows after the reference, one batch per calendar period (named by it, e.g. 2024-07)
+    batch_period: Literal["day", "week", "month", "quarter", "year"] | None = None
     validation_size: float = Field(0.2, gt=0, lt=1)
     test_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
@@ -70,12 +91,24 @@ class Split(Strict):
     def _check_strategy(self) -> Split:
         if self.validation_size + self.test_size >= 1:
             raise ValueError("validation_size + test_size must be below 1")
+        if self.batch_period is not None and self.strategy != "range":
+            raise ValueError("batch_period needs strategy 'range'")
         if self.strategy == "column":
-            if not self.column or not self.reference:
-                raise ValueError("strategy 'column' needs `column` and `reference` values")
+            if not self.column or not isinstance(self.reference, list) or not self.reference:
+                raise ValueError("strategy 'column' needs `column` and a list of `reference` values")
             for name, values in self.batches.items():
                 if not isinstance(values, list):
                     raise ValueError(f"batch {name!r}: strategy 'column' takes a list of values")
+        elif self.strategy == "range":
+            if not self.column or not isinstance(self.reference, Range):
+                raise ValueError("strategy 'range' needs `column` and a `reference` range (start and/or end)")
+            for name, bounds in self.batches.items():
+                if not isinstance(bounds, Range):
+                    raise ValueError(f"batch {name!r}: strategy 'range' takes a range (start and/or end)")
+            if self.batch_period is not None and self.batches:
+                raise ValueError("strategy 'range' takes `batches` or `batch_period`, not both")
+            if self.batch_period is not None and self.reference.end is None:
+                raise ValueError("batch_period needs the reference's `end`: the batches are the periods after it")
         else:
             for name, share in self.batches.items():
                 if not isinstance(share, float) or not 0 < share < 1:
@@ -135,7 +168,7 @@ class Dataset(Strict):
         unknown = set(self.nullable_numerical) - set(self.numerical)
         if unknown:
             raise ValueError(f"nullable_numerical names non-numerical columns: {sorted(unknown)}")
-        if self.split.strategy == "column" and self.split.column not in seen:
+        if self.split.strategy in ("column", "range") and self.split.column not in seen:
             raise ValueError(f"split column {self.split.column!r} is not a column of the dataset")
         return self
 

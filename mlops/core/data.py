@@ -9,6 +9,7 @@ Prepared data layout under ``settings.prepared_dir``::
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import requests
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from sklearn.model_selection import train_test_split
 
-from mlops.core.config import Settings
+from mlops.core.config import Range, Settings
 from mlops.core.validation import read_validated
 
 SPLITS = ("train", "validation", "test")
@@ -128,6 +129,17 @@ def partition(frame: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, di
         reference = frame[values.isin(spec.reference)]
         for name, batch_values in spec.batches.items():
             batches[name] = frame[values.isin([str(v) for v in batch_values])]  # type: ignore[union-attr]
+    elif spec.strategy == "range":
+        assert spec.column is not None and isinstance(spec.reference, Range)
+        values = range_values(frame[spec.column], spec.column)
+        reference = frame[within(values, spec.reference)]
+        if spec.batch_period is not None:
+            assert spec.reference.end is not None
+            later = values >= bound(spec.reference.end, values)
+            for name, rows in frame[later].groupby(period_names(values[later], spec.batch_period), sort=True):
+                batches[str(name)] = rows
+        for name, bounds in spec.batches.items():
+            batches[name] = frame[within(values, bounds)]  # type: ignore[arg-type]
     else:
         order = np.random.default_rng(spec.seed).permutation(len(frame))
         start = 0
@@ -139,12 +151,74 @@ def partition(frame: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, di
     return reference, batches
 
 
+def range_values(column: pd.Series, name: str) -> pd.Series:
+    """A range split's column as numbers (a numeric column) or timestamps (anything else, parsed as dates)."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column.astype("float64")
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return column
+    with warnings.catch_warnings():  # "could not infer format": not dates at all, or mixed (handled below)
+        warnings.simplefilter("ignore", UserWarning)
+        values = pd.to_datetime(column, errors="coerce")  # one format, inferred from the first value: fast
+    if values.isna().sum() > column.isna().sum():  # some rows wrote dates another way: read each on its own
+        values = pd.to_datetime(column, errors="coerce", format="mixed")
+    if values.notna().sum() == 0 and column.notna().any():
+        raise ValueError(
+            f"split column {name!r}: no value reads as a date or a number (e.g. {column.dropna().iloc[0]!r})"
+        )
+    return values
+
+
+def bound(value: Any, values: pd.Series) -> Any:
+    """A configured range bound, comparable with ``values`` (a number, or a timestamp in the column's zone)."""
+    if pd.api.types.is_numeric_dtype(values):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"range bound {value!r}: the split column holds numbers") from None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"range bound {value!r}: the split column holds dates, and this is not one") from None
+    zone = getattr(values.dt, "tz", None)
+    if zone is not None and stamp.tzinfo is None:
+        return stamp.tz_localize(zone)
+    if zone is None and stamp.tzinfo is not None:
+        return stamp.tz_convert(None)
+    return stamp
+
+
+def within(values: pd.Series, bounds: Range) -> pd.Series:
+    """start <= value < end; a missing value is in no range."""
+    inside = values.notna()
+    if bounds.start is not None:
+        inside &= values >= bound(bounds.start, values)
+    if bounds.end is not None:
+        inside &= values < bound(bounds.end, values)
+    return inside
+
+
+PERIOD_NAMES = {"day": "%Y-%m-%d", "week": "week-%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}
+
+
+def period_names(values: pd.Series, period: str) -> pd.Series:
+    """Each timestamp's calendar period as a batch name: 2024-07-01, week-2024-07-01 (its Monday), 2024-07,
+    2024-Q3, 2024."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        raise ValueError("batch_period needs a date column; the split column holds numbers")
+    if period == "quarter":
+        return values.dt.year.astype(str) + "-Q" + values.dt.quarter.astype(str)
+    if period == "week":
+        values = values.dt.normalize() - pd.to_timedelta(values.dt.weekday, unit="D")
+    return values.dt.strftime(PERIOD_NAMES[period])
+
+
 def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
     """Reference vs. monitoring batches, then a stratified train/validation/test split of the reference."""
     spec = settings.dataset.split
     reference, batches = partition(frame, settings)
     if reference.empty:
-        raise ValueError(f"the reference is empty: no rows have {spec.column} in {spec.reference}")
+        raise ValueError(f"the reference is empty: no rows have {spec.column} in {_describe(spec.reference)}")
     y = labels(reference, settings)
     holdout = spec.validation_size + spec.test_size
     train, rest = train_test_split(reference, test_size=holdout, stratify=y, random_state=spec.seed)
@@ -152,6 +226,13 @@ def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
         rest, test_size=spec.test_size / holdout, stratify=labels(rest, settings), random_state=spec.seed
     )
     return SplitResult(train=train, validation=validation, test=test, batches=batches)
+
+
+def _describe(reference: list[str] | Range) -> str:
+    if isinstance(reference, Range):
+        start, end = ("..." if b is None else str(b) for b in (reference.start, reference.end))
+        return f"[{start}, {end})"
+    return str(reference)
 
 
 def column_report(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
@@ -209,4 +290,7 @@ def load_batch(settings: Settings, name: str) -> pd.DataFrame:
 
 
 def batch_names(settings: Settings) -> list[str]:
+    """The monitoring batches in order: as configured, or (by calendar period) the ones prepare wrote."""
+    if settings.dataset.split.batch_period is not None:
+        return sorted(p.stem for p in (settings.prepared_dir / "batches").glob("*.parquet"))
     return list(settings.dataset.split.batches)
