@@ -91,4 +91,9 @@ def enforce(results: list[ColumnLeakage]) -> None:
     leaking = [r for r in results if r.flagged and not r.excluded]
     if leaking:
         named = ", ".join(f"{r.column} ({r.reason})" for r in leaking)
-        raise LeakageError(f"leaking model features: {named}. Move them to dataset.excluded in the configuration.")
+        highest = max(r.single_feature_auc for r in leaking)
+        raise LeakageError(
+            f"leaking model features: {named}. Move them to dataset.excluded in the configuration if they are "
+            "known only after the outcome; if they are honest predictors known before it, raise "
+            f"dataset.leakage.max_single_feature_auc above {highest:.3f}."
+        )
