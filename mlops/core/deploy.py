@@ -11,6 +11,7 @@ rejected against the same champion on the same holdout, or one rolled back) chan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -37,7 +38,7 @@ from mlops.core.training import score
 DEFAULT_HOLDOUT = ("test",)
 BATCH_PREFIX = "batch:"
 ROLLED_BACK_TAG = "rolled_back_at"
-Action = Literal["promoted", "rejected", "unchanged", "rolled_back"]
+Action = Literal["promoted", "rejected", "unchanged", "rolled_back", "reverted"]
 
 
 class DeployError(ValueError):
@@ -59,7 +60,7 @@ class Decision:
     @property
     def champion(self) -> str | None:
         """The champion after the decision."""
-        return self.version if self.action in ("promoted", "rolled_back") else self.previous_version
+        return self.version if self.action in ("promoted", "rolled_back", "reverted") else self.previous_version
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "champion": self.champion}
@@ -278,25 +279,76 @@ def rollback_aliases(settings: Settings) -> Decision:
     if previous is None:
         raise DeployError(f"model {name!r} has no {registry.PREVIOUS_CHAMPION!r}: nothing to roll back to")
     demoted, restored = str(champion.version), str(previous.version)
-    client.set_registered_model_alias(name, registry.CHAMPION, restored)
     client.set_model_version_tag(name, demoted, ROLLED_BACK_TAG, _now())
-    promotions = [e for e in events(settings) if e["action"] == "promoted" and e["version"] == restored]
-    older = promotions[-1]["previous_version"] if promotions else None
-    older_version = _restorable(client, name, older)
-    if older_version is not None and str(older_version.version) not in (restored, demoted):
-        client.set_registered_model_alias(name, registry.PREVIOUS_CHAMPION, str(older_version.version))
-    else:
-        client.delete_registered_model_alias(name, registry.PREVIOUS_CHAMPION)
+    older = _restore_champion(settings, client, restored, demoted)
     decision = Decision(
         "rolled_back",
         name,
         restored,
         demoted,
         f"version {demoted} replaced by the previous champion {restored}",
-        details={"previous_champion_after": str(older_version.version) if older_version else None},
+        details={"previous_champion_after": older},
     )
     record_event(settings, decision, registry.CHAMPION)
     return decision
+
+
+def _restore_champion(settings: Settings, client: MlflowClient, restored: str, demoted: str) -> str | None:
+    """``restored`` becomes champion again; previous-champion becomes the version it had replaced when it was
+    promoted (from ``model_events``), so repeated rollbacks walk back through the promotion history."""
+    name = settings.training.model_name
+    client.set_registered_model_alias(name, registry.CHAMPION, restored)
+    promotions = [e for e in events(settings) if e["action"] == "promoted" and e["version"] == restored]
+    older = promotions[-1]["previous_version"] if promotions else None
+    older_version = _restorable(client, name, older)
+    if older_version is not None and str(older_version.version) not in (restored, demoted):
+        client.set_registered_model_alias(name, registry.PREVIOUS_CHAMPION, str(older_version.version))
+        return str(older_version.version)
+    with contextlib.suppress(Exception):  # MLflow raises when the alias is not set
+        client.delete_registered_model_alias(name, registry.PREVIOUS_CHAMPION)
+    return None
+
+
+def serve_or_revert(settings: Settings, deployed: dict[str, Any]) -> str:
+    """:func:`switch_predictor`; when it fails after this deploy promoted a version, the promotion is undone.
+
+    The champion alias goes back to the version it replaced (none for a first deploy), the payload follows
+    it and a ``reverted`` event records why, so the alias never names a version the predictor does not
+    serve. The error is raised again (the pipeline fails), naming both versions.
+    """
+    try:
+        return switch_predictor(settings)
+    except Exception as exc:
+        if deployed.get("action") != "promoted":
+            raise
+        failed, previous = str(deployed["version"]), deployed.get("previous_version")
+        client = registry.configure(settings)
+        name = settings.training.model_name
+        if previous is None:
+            client.delete_registered_model_alias(name, registry.CHAMPION)
+        else:
+            _restore_champion(settings, client, str(previous), failed)
+        why = f"{type(exc).__name__}: {exc}"
+        back = f"version {previous}" if previous is not None else "no champion"
+        record_event(
+            settings,
+            Decision(
+                "reverted",
+                name,
+                previous,
+                failed,
+                f"version {failed} was promoted but the predictor could "
+                f"not be switched to it ({why}); the champion is {back} again",
+                details={"failed": failed},
+            ),
+            registry.CHAMPION if previous is not None else None,
+        )
+        if previous is not None:
+            write_payload(settings, str(previous))
+        raise DeployError(
+            f"the predictor could not be switched to version {failed}: {why}. The promotion is undone: the "
+            f"champion is {back} again."
+        ) from exc
 
 
 def champion_version(settings: Settings) -> str | None:

@@ -1,4 +1,5 @@
-"""deploy: make the predictor at serving.url serve the payload (graceful reload, or start it natively)."""
+"""deploy: make the predictor at serving.url serve the payload (graceful reload, or start it natively); if that
+fails, the promotion is undone so that the champion alias and the served model agree."""
 
 from mlops.core import config, deploy
 
@@ -9,6 +10,6 @@ if "custom" not in globals():
 @custom
 def switch_predictor(deployed: dict, *args, **kwargs) -> dict:
     settings = config.load()
-    outcome = deploy.switch_predictor(settings)
+    outcome = deploy.serve_or_revert(settings, deployed)
     print(outcome)
     return {**deployed, "predictor": outcome}
