@@ -9,6 +9,7 @@ Prepared data layout under ``settings.prepared_dir``::
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from mlops.core.config import Range, Settings
 from mlops.core.validation import read_validated
 
 SPLITS = ("train", "validation", "test")
+BATCH_LIST = "batches.json"  # the monitoring batches prepare wrote, in order
 
 
 class DataSourceError(FileNotFoundError):
@@ -265,6 +267,8 @@ def persist(parts: SplitResult, settings: Settings) -> Path:
             stale.unlink()
     for name, batch in parts.batches.items():
         batch.to_parquet(out / "batches" / f"{name}.parquet", index=False)
+    # The batches in order (retrain adds files of its own beside them, e.g. <batch>.holdout.parquet)
+    (out / BATCH_LIST).write_text(json.dumps(list(parts.batches)))
     return out
 
 
@@ -292,5 +296,8 @@ def load_batch(settings: Settings, name: str) -> pd.DataFrame:
 def batch_names(settings: Settings) -> list[str]:
     """The monitoring batches in order: as configured, or (by calendar period) the ones prepare wrote."""
     if settings.dataset.split.batch_period is not None:
-        return sorted(p.stem for p in (settings.prepared_dir / "batches").glob("*.parquet"))
+        listed = settings.prepared_dir / BATCH_LIST
+        if not listed.is_file():
+            raise FileNotFoundError(f"{listed} does not exist: run the prepare pipeline first")
+        return [str(name) for name in json.loads(listed.read_text())]
     return list(settings.dataset.split.batches)
