@@ -5,11 +5,11 @@ import streamlit as st
 from mlops.app import ui
 from mlops.core import insights
 
-settings = ui.setup("Bank marketing: who to call")
+settings = ui.setup()
+words = settings.presentation
 st.markdown(
-    "A model trained on past campaigns scores how likely a client is to subscribe a term deposit. "
-    "These pages test it, score files with it, show how it was chosen and how it behaves in production, "
-    "and plan a campaign with it."
+    f"{words.description} These pages test it, score files with it, show how it was chosen and how it behaves "
+    "in production, and plan a campaign with it."
 )
 
 predictor_column, mlflow_column, database_column = st.columns(3)
@@ -47,7 +47,7 @@ with database_column:
         )
 
 st.divider()
-st.page_link("pages/1_Test_form.py", label="Test form: score one client and see why", icon=":material/science:")
+st.page_link("pages/1_Test_form.py", label=f"Test form: score one {words.row} and see why", icon=":material/science:")
 st.page_link(
     "pages/2_Batch_scoring.py", label="Batch scoring: upload a CSV, download it scored", icon=":material/upload_file:"
 )
@@ -59,6 +59,6 @@ st.page_link(
 )
 st.page_link(
     "pages/5_Campaign_planner.py",
-    label="Campaign planner: how many calls, how many subscriptions",
+    label=f"Campaign planner: how many {words.actions}, how many {words.outcomes}",
     icon=":material/call:",
 )

@@ -19,16 +19,21 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 UNAVAILABLE = (PredictorUnavailable, insights.ServiceUnavailable)
 
 
-def setup(title: str) -> config.Settings:
-    """Page config, title, and the settings (a bad configuration stops the page with its message)."""
-    st.set_page_config(page_title=f"{title} · MLOps", layout="wide")
-    st.title(title)
+def setup(title: str | None = None) -> config.Settings:
+    """Page config, title (default: the configuration's ``presentation.title``, else the dataset's name),
+    and the settings (a bad configuration stops the page with its message)."""
     try:
-        return config.load()
+        settings = config.load()
     except config.ConfigError as exc:
+        st.set_page_config(page_title=f"{title or 'Configuration'} · MLOps", layout="wide")
+        st.title(title or "MLOps")
         st.error(f"**The configuration is invalid.** {exc}")
         st.stop()
         raise  # unreachable: st.stop() ends the script run
+    title = title or settings.presentation.title or settings.dataset.name
+    st.set_page_config(page_title=f"{title} · MLOps", layout="wide")
+    st.title(title)
+    return settings
 
 
 def predictor(settings: config.Settings) -> PredictorClient:

@@ -276,6 +276,21 @@ class Secrets(Strict):
     mage_owner_password: str | None = None  # Mage's owner login (Mage's own API and UI need it)
 
 
+class Presentation(Strict):
+    """The app's words for this table's rows, outcome and decision; neutral unless the configuration names them."""
+
+    title: str | None = None  # the front page's title (default: the dataset's name)
+    description: str = "A model trained on past outcomes scores how likely each row is to be positive."
+    row: str = "row"  # one row of the table (the bank's: client)
+    rows: str = "rows"
+    positives: str = "positive rows"  # rows with the positive outcome (subscribers)
+    outcomes: str = "positive outcomes"  # the outcomes counted (subscriptions)
+    probability: str = "Probability of the positive outcome"  # (Probability of subscribing)
+    action: str = "act"  # what a positive decision says to do (call)
+    no_action: str = "do not act"
+    actions: str = "actions"  # the campaign planner's budget unit (calls)
+
+
 class Settings(Strict):
     project: str
     paths: Paths = Paths()
@@ -289,6 +304,7 @@ class Settings(Strict):
     orchestration: Orchestration = Orchestration()
     stack: Stack = Stack()
     secrets: Secrets = Secrets()
+    presentation: Presentation = Presentation()
     root: Path = PACKAGE_ROOT
     source_file: Path | None = None
 

@@ -161,3 +161,40 @@ def test_campaign_planner_compares_top_n_by_score_with_random_calls(app_env: App
     assert metrics["N at random (expected)"] == f"{500 * y.mean():,.0f}"
     assert float(metrics["Lift"].rstrip("x")) > 1.5
     assert len(charts(at)) == 2  # gain and lift
+
+
+CHURN_WORDS = {
+    "TITLE": "Churn: who to keep",
+    "ROWS": "subscribers",
+    "POSITIVES": "churners",
+    "OUTCOMES": "saved accounts",
+    "PROBABILITY": "Probability of churning",
+    "ACTION": "offer a discount",
+    "NO_ACTION": "no offer",
+    "ACTIONS": "offers",
+}
+
+
+def test_the_pages_speak_the_configured_words_not_the_banks(
+    app_env: AppPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Titles, outcome and decision words come from `presentation` (#12, 11): another table's words replace
+    every bank word on the front page, the test form and the campaign planner."""
+    for key, value in CHURN_WORDS.items():
+        monkeypatch.setenv(f"MLOPS_PRESENTATION__{key}", value)
+    home = page("home").run()
+    no_trouble(home)
+    assert home.title[0].value == "Churn: who to keep"
+    form = page("test_form").run()
+    no_trouble(form)
+    form.button[0].click().run()
+    metrics = {m.label: m.value for m in form.metric}
+    assert "Probability of churning" in metrics and metrics["Decision"] in ("offer a discount", "no offer")
+    planner = page("campaign").run()
+    no_trouble(planner)
+    said = " ".join(
+        [m.value for m in planner.markdown] + [c.value for c in planner.caption] + [planner.slider[0].label]
+    )
+    assert "Saved accounts from" in said and "churners" in said and "number of offers" in said
+    for bank_word in ("subscri", "clients", " call"):
+        assert bank_word not in said.lower(), bank_word

@@ -63,3 +63,13 @@ def test_missing_file_says_which(tmp_path: Path) -> None:
 def test_the_test_harness_namespace_is_not_configuration() -> None:
     settings = config.load(environ={**BASE, "MLOPS_TEST_FAIL_ON_SKIP": "1", "MLOPS_TEST_DATA": "/x.csv"})
     assert settings.project == "bank-marketing"
+
+
+def test_a_table_without_presentation_gets_neutral_words(tmp_path: Path) -> None:
+    bank = (config.PACKAGE_ROOT / "configs/bank_marketing.yaml").read_text()
+    file = tmp_path / "plain.yaml"
+    file.write_text(bank.split("\npresentation:")[0])  # everything before the bank's words
+    words = config.load(file, environ=BASE).presentation
+    assert words.title is None  # the app shows the dataset's name
+    text = " ".join(str(v) for v in words.model_dump().values()).lower()
+    assert not any(bank in text for bank in ("subscri", "client", "call", "bank"))

@@ -69,10 +69,10 @@ if submitted or (st.query_params.get("example") and "result" not in st.session_s
 if "result" in st.session_state:
     record, scored, version, explanation, explain_error = st.session_state["result"]
     a, b, c = st.columns(3)
-    a.metric("Probability of subscribing", f"{scored.probability:.1%}")
+    a.metric(settings.presentation.probability, f"{scored.probability:.1%}")
     b.metric(
         "Decision",
-        "call" if scored.decision else "do not call",
+        settings.presentation.action if scored.decision else settings.presentation.no_action,
         f"threshold {served.threshold:.3f}",
         delta_color="off",
         delta_arrow="off",

@@ -1,4 +1,4 @@
-"""Upload a CSV of clients, download it scored; rows the predictor rejects are listed with the reasons."""
+"""Upload a CSV of rows, download it scored; rows the predictor rejects are listed with the reasons."""
 
 import io
 
@@ -20,9 +20,11 @@ st.caption(
 )
 
 EXAMPLE_ROWS = 200
-upload = st.file_uploader("CSV of clients", type=["csv"])
+upload = st.file_uploader(f"CSV of {settings.presentation.rows}", type=["csv"])
 # ?example=1 in the URL presses the button (a shareable demo link; the screenshots use it).
-example = st.button(f"...or try {EXAMPLE_ROWS} clients of the latest labeled batch") or st.query_params.get("example")
+example = st.button(
+    f"...or try {EXAMPLE_ROWS} {settings.presentation.rows} of the latest labeled batch"
+) or st.query_params.get("example")
 if upload is not None:
     name, data = upload.name, upload.getvalue()
 elif example:
@@ -65,10 +67,11 @@ if result.scored_rows:
         type="primary",
     )
     to_call = scored["decision"].astype(str).str.lower().eq("true")
-    st.markdown(f"**{int(to_call.sum()):,}** of {len(scored):,} clients are above the threshold: call them.")
+    words = settings.presentation
+    st.markdown(f"**{int(to_call.sum()):,}** of {len(scored):,} {words.rows} are above the threshold: {words.action}.")
     first = ["probability", "decision"]
     preview = scored[first + [c for c in scored.columns if c not in first]].sort_values("probability", ascending=False)
-    st.caption("Preview, most likely subscribers first:")
+    st.caption(f"Preview, most likely {words.positives} first:")
     st.dataframe(preview.head(200), hide_index=True)
 
 if result.invalid:

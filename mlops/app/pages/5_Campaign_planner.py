@@ -1,4 +1,5 @@
-"""For a budget of N calls: subscriptions when calling the top N clients by score versus N at random."""
+"""For a budget of N actions (the bank's calls): positive outcomes when acting on the top N rows by score versus
+N at random. The words come from the configuration's ``presentation``."""
 
 import altair as alt
 import pandas as pd
@@ -9,6 +10,7 @@ from mlops.core import campaign, insights
 from mlops.core.config import Settings
 
 settings = ui.setup("Campaign planner")
+words = settings.presentation
 
 
 @st.cache_resource(show_spinner="Loading the model from MLflow...", max_entries=3)
@@ -16,7 +18,7 @@ def model(_settings: Settings, tracking_uri: str, version: str):  # type: ignore
     return insights.load_model(_settings, version)
 
 
-@st.cache_data(show_spinner="Scoring the labeled clients...", max_entries=3)
+@st.cache_data(show_spinner="Scoring the labeled rows...", max_entries=3)
 def scores(
     _settings: Settings, tracking_uri: str, version: str, path: str, modified: float
 ) -> tuple[list[int], list[float]]:
@@ -52,43 +54,49 @@ with ui.section(stop=True):
 
 population = len(y)
 st.caption(
-    f"Measured on **{labeled.name}**, the newest data with known outcomes ({population:,} clients, "
-    f"{sum(y):,} subscribed)."
+    f"Measured on **{labeled.name}**, the newest data with known outcomes ({population:,} {words.rows}, "
+    f"{sum(y):,} {words.positives})."
 )
-calls = st.slider("Budget: number of calls", 1, population, max(1, population // 10), step=max(1, population // 200))
+calls = st.slider(
+    f"Budget: number of {words.actions}", 1, population, max(1, population // 10), step=max(1, population // 200)
+)
 result = campaign.plan(y, proba, calls)
 
-st.markdown(f"**Subscriptions from {calls:,} calls**")
+st.markdown(f"**{words.outcomes.capitalize()} from {calls:,} {words.actions}**")
 a, b, c, d = st.columns(4)
 a.metric("Top N by score", f"{result.by_model:,}", f"{result.by_model - result.at_random:+,.0f} vs random")
 b.metric("N at random (expected)", f"{result.at_random:,.0f}")
 c.metric("Lift", f"{result.lift:.2f}x")
-d.metric("Subscribers reached", f"{result.share_found:.1%}", help="share of all the subscribers in the data")
-st.caption(f"The model's own probabilities expect {result.model_expected:,.0f} subscriptions from its top {calls:,}.")
+d.metric(
+    f"{words.positives.capitalize()} reached", f"{result.share_found:.1%}", help=f"share of all the {words.positives}"
+)
+st.caption(
+    f"The model's own probabilities expect {result.model_expected:,.0f} {words.outcomes} from its top {calls:,}."
+)
 
 curve = campaign.gain_curve(y, proba)
 gain = curve.melt(id_vars=["share_called"], value_vars=["gain", "random_gain"], var_name="list", value_name="found")
 gain["list"] = gain["list"].map({"gain": "top N by score", "random_gain": "random"})
 budget = alt.Chart(pd.DataFrame({"x": [calls / population]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
 left, right = st.columns(2)
-left.markdown("**Cumulative gain**: share of subscribers reached")
+left.markdown(f"**Cumulative gain**: share of {words.positives} reached")
 left.altair_chart(
     alt.Chart(gain)
     .mark_line()
     .encode(
-        x=alt.X("share_called:Q", title="share of clients called", axis=alt.Axis(format="%")),
-        y=alt.Y("found:Q", title="share of subscribers reached", axis=alt.Axis(format="%")),
+        x=alt.X("share_called:Q", title=f"share of {words.rows} in the budget", axis=alt.Axis(format="%")),
+        y=alt.Y("found:Q", title=f"share of {words.positives} reached", axis=alt.Axis(format="%")),
         color=alt.Color("list:N", title=None),
     )
     + budget,
     width="stretch",
 )
-right.markdown("**Lift**: times better than calling at random")
+right.markdown(f"**Lift**: times better than {words.actions} at random")
 right.altair_chart(
     alt.Chart(curve.dropna(subset=["lift"]))
     .mark_line()
     .encode(
-        x=alt.X("share_called:Q", title="share of clients called", axis=alt.Axis(format="%")),
+        x=alt.X("share_called:Q", title=f"share of {words.rows} in the budget", axis=alt.Axis(format="%")),
         y=alt.Y("lift:Q", title="lift"),
     )
     + budget,
