@@ -165,7 +165,7 @@ def test_campaign_planner_compares_top_n_by_score_with_random_calls(app_env: App
 
 CHURN_WORDS = {
     "TITLE": "Churn: who to keep",
-    "ROWS": "subscribers",
+    "ROWS": "accounts",
     "POSITIVES": "churners",
     "OUTCOMES": "saved accounts",
     "PROBABILITY": "Probability of churning",
