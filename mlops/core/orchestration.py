@@ -21,9 +21,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -68,9 +68,12 @@ def retrain_trigger_url(settings: Settings, base_url: str | None = None) -> str:
     return f"{base}/api/pipeline_schedules/{schedule}/pipeline_runs/{retrain_token(settings)}"
 
 
-def mage_env(settings: Settings, database_url: str | None = None) -> dict[str, str]:
+def mage_env(
+    settings: Settings, database_url: str | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Environment of Mage processes: its database, its data dir, the platform's own settings."""
-    env = {"MAGE_DATA_DIR": os.environ.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data"))}
+    base = os.environ if environ is None else environ
+    env = {"MAGE_DATA_DIR": base.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data"))}
     if settings.source_file is not None:  # `python -m mlops --config FILE`: the blocks read MLOPS_CONFIG
         env["MLOPS_CONFIG"] = str(settings.source_file)
     if database_url:
@@ -78,12 +81,25 @@ def mage_env(settings: Settings, database_url: str | None = None) -> dict[str, s
     return env
 
 
-def run_headless(settings: Settings, pipeline: str, variables: dict[str, object] | None = None) -> int:
-    """``mage run mlops <pipeline>`` (through :mod:`mlops.core.mage_launcher`); return its exit code."""
+def run_headless(
+    settings: Settings,
+    pipeline: str,
+    variables: dict[str, object] | None = None,
+    env: dict[str, str] | None = None,
+    output: IO[str] | None = None,
+) -> int:
+    """``mage run mlops <pipeline>`` (through :mod:`mlops.core.mage_launcher`); return its exit code.
+
+    ``env`` replaces this process's environment as the base (Mage's variables are added to it); ``output``
+    takes the run's stdout and stderr (default: this process's)."""
     command = [sys.executable, "-m", "mlops.core.mage_launcher", "run", "mlops", pipeline]
     if variables:
         command += ["--runtime-vars", json.dumps(variables)]
-    return subprocess.call(command, cwd=settings.root, env={**os.environ, **mage_env(settings)})
+    base = os.environ if env is None else env
+    stderr = subprocess.STDOUT if output is not None else None
+    return subprocess.call(
+        command, cwd=settings.root, env={**base, **mage_env(settings, environ=base)}, stdout=output, stderr=stderr
+    )
 
 
 def bootstrap(settings: Settings, database_url: str, timeout: float = 300) -> None:
