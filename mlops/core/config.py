@@ -242,7 +242,11 @@ class Deploy(Strict):
 
 
 class Monitoring(Strict):
-    prediction_drift_threshold: float = Field(0.1, gt=0)  # the Grafana alert's threshold
+    # The prediction-drift alert's threshold: this, or noise_multiplier x the drift a same-population sample of
+    # the batch's size shows for the champion, whichever is higher (drift_reference)
+    prediction_drift_threshold: float = Field(0.1, gt=0)
+    noise_multiplier: float = Field(3.0, gt=0)
+    noise_samples: int = Field(20, ge=2)
     alert_name: str = "prediction_drift"
     reports_dir: Path = Path(".mlops/reports/evidently")
     # Batches whose labels have arrived: retrain learns from them (None: every configured batch).
@@ -373,6 +377,8 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+            value = raw  # "Churn: who to keep" is text; a mapping is written in flow style, {a: 1}
         _set_path(tree, keys, value)
     return tree
 

@@ -73,3 +73,14 @@ def test_a_table_without_presentation_gets_neutral_words(tmp_path: Path) -> None
     assert words.title is None  # the app shows the dataset's name
     text = " ".join(str(v) for v in words.model_dump().values()).lower()
     assert not any(bank in text for bank in ("subscri", "client", "call", "bank"))
+
+
+def test_an_override_with_a_colon_is_text_and_a_flow_mapping_is_a_mapping() -> None:
+    env = {
+        **BASE,
+        "MLOPS_PRESENTATION__TITLE": "Churn: who to keep",
+        "MLOPS_DATASET__LEAKAGE": "{max_single_feature_auc: 0.9}",
+    }
+    settings = config.load(environ=env)
+    assert settings.presentation.title == "Churn: who to keep"
+    assert settings.dataset.leakage.max_single_feature_auc == 0.9
