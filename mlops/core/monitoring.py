@@ -2,13 +2,15 @@
 
 A batch is either a prepared monitoring batch (``data.load_batch``, labeled) or a time window of the
 prediction log (``store.predictions``, the live traffic, unlabeled). Both are compared with the reference
-(the prepared ``train`` split, the data the first champion learned from) by Evidently 0.7's current API:
+(the validation and test splits, rows the champion never saw: :mod:`mlops.core.drift_reference`) by
+Evidently 0.7's current API:
 
 - drift of every feature column (Evidently's per-column method, score, threshold and verdict), and the
   number and share of drifted columns (dataset drift when the share reaches ``DATASET_DRIFT_SHARE``);
 - prediction drift: the champion scores the batch and the reference, and its probability is compared as
   one more column with a pinned distance (``PREDICTION_DRIFT_METHOD``), so a larger value means more drift
-  and the Grafana alert can compare it with ``monitoring.prediction_drift_threshold``;
+  and the Grafana alert can compare it with the threshold the run records (the configured one, raised to the
+  noise a same-population sample of the batch's size shows: ``drift_reference.prediction_threshold``);
 - the share of missing feature cells;
 - where labels are known, the champion's ROC-AUC, PR-AUC and F1 (at its own threshold) on the batch.
 
@@ -35,10 +37,10 @@ from evidently.presets import DataDriftPreset
 from rich.table import Table
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mlops.core import data, features, registry, store
+from mlops.core import data, drift_reference, features, registry, store
 from mlops.core.config import Settings
+from mlops.core.drift_reference import PREDICTION
 
-PREDICTION = "prediction"  # the champion's probability, monitored as a column of its own
 # A distance (not a p-value), so "above the threshold" means drift, as the alert rule reads it.
 PREDICTION_DRIFT_METHOD = "wasserstein"
 DATASET_DRIFT_SHARE = 0.5  # Evidently's default: dataset drift when half the columns drift
@@ -178,7 +180,7 @@ def _test_statuses(snapshot: dict[str, Any]) -> dict[str, bool]:
 
 
 def drift_report(
-    reference: pd.DataFrame, current: pd.DataFrame, settings: Settings
+    reference: pd.DataFrame, current: pd.DataFrame, settings: Settings, prediction_threshold: float
 ) -> tuple[Any, list[ColumnDrift], ColumnDrift, float]:
     """Run the Evidently report; return (snapshot, feature drift, prediction drift, missing share)."""
     dataset = settings.dataset
@@ -194,7 +196,7 @@ def drift_report(
         ValueDrift(
             column=PREDICTION,
             method=PREDICTION_DRIFT_METHOD,
-            threshold=settings.monitoring.prediction_drift_threshold,
+            threshold=prediction_threshold,
         ),
         DatasetMissingValueCount(columns=dataset.features),
     ]
@@ -291,10 +293,10 @@ def monitor(
     source = f"batch {name!r}" if window is None else f"prediction log window {window[0]:%Y-%m-%d %H:%M}"
     current = check_frame(frame, settings, source)
     model = champion(settings)
-    reference = features.normalise(data.load_split(settings, "train"), settings.dataset)
-    reference[PREDICTION] = model.pipeline.predict_proba(reference)[:, 1]
+    reference = drift_reference.unseen_reference(settings, model.pipeline)
     current[PREDICTION] = model.pipeline.predict_proba(current.copy())[:, 1]
-    snapshot, columns, prediction, missing_share = drift_report(reference, current, settings)
+    threshold, _ = drift_reference.prediction_threshold(settings, reference[PREDICTION].to_numpy(), len(current))
+    snapshot, columns, prediction, missing_share = drift_report(reference, current, settings, threshold)
     drifted = sum(c.drifted for c in columns)
     share = drifted / len(columns)
     scores: dict[str, float | None] = {"roc_auc": None, "pr_auc": None, "f1": None}

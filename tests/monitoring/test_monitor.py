@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, data, monitoring, orchestration, retrain, store
+from mlops.core import alerting, config, data, drift_reference, monitoring, orchestration, retrain, store
 
 from .conftest import load_provisioning, webhook
 
@@ -62,16 +63,17 @@ def test_no_monitor_run_means_no_alert(fresh_settings: config.Settings) -> None:
 def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
     champion: str, fresh_settings: config.Settings
 ) -> None:
-    threshold = fresh_settings.monitoring.prediction_drift_threshold
+    floor = fresh_settings.monitoring.prediction_drift_threshold
     held_out = monitoring.monitor(fresh_settings, batch="reference-test", frame=data.load_split(fresh_settings, "test"))
     assert held_out.model_version == champion
-    assert held_out.prediction_drift < threshold and held_out.drifted_share < 0.5
+    assert held_out.prediction_threshold >= floor
+    assert held_out.prediction_drift < held_out.prediction_threshold and held_out.drifted_share < 0.5
     quiet = alerting.evaluate(fresh_settings)
     assert quiet.state == "Normal" and quiet.values["A"] == pytest.approx(held_out.prediction_drift)
-    assert quiet.values["B"] == pytest.approx(threshold)
+    assert quiet.values["B"] == pytest.approx(held_out.prediction_threshold)  # what the run recorded
 
     fall = monitoring.monitor(fresh_settings, batch="fall")
-    assert fall.prediction_drift > threshold and fall.dataset_drift
+    assert fall.prediction_drift > fall.prediction_threshold >= floor and fall.dataset_drift
     assert 0 < fall.missing_share < 1 and fall.roc_auc is not None and 0.5 < fall.roc_auc < 1
     assert fall.pr_auc is not None and fall.f1 is not None
     firing = alerting.evaluate(fresh_settings)
@@ -198,3 +200,26 @@ def test_a_column_with_no_value_in_the_batch_is_drifted_not_a_crash(
     by_column = {c.column: c for c in result.columns}
     assert by_column["contact"].drifted and by_column["contact"].method == monitoring.EMPTY_METHOD
     assert sorted(c.column for c in result.columns) == sorted([*fresh_settings.dataset.features, monitoring.PREDICTION])
+
+
+def test_the_reference_is_rows_the_champion_never_saw_and_its_noise_sets_the_threshold(
+    champion: str, fresh_settings: config.Settings
+) -> None:
+    """#12, 7: drift is measured against validation and test (never the training rows), and the alert
+    threshold rises to what a same-population sample of the batch's size shows by chance."""
+    model = monitoring.champion(fresh_settings)
+    reference = drift_reference.unseen_reference(fresh_settings, model.pipeline)
+    parts = [data.load_split(fresh_settings, name) for name in ("validation", "test")]
+    assert len(reference) == sum(len(p) for p in parts)
+    train_ids = set(map(tuple, data.load_split(fresh_settings, "train").astype(str).values.tolist()))
+    assert not any(tuple(row) in train_ids for row in parts[1].astype(str).values.tolist()[:500])
+    scores = reference[drift_reference.PREDICTION].to_numpy()
+    small, small_noise = drift_reference.prediction_threshold(fresh_settings, scores, 30)
+    large, large_noise = drift_reference.prediction_threshold(fresh_settings, scores, 3000)
+    assert small_noise > large_noise > 0  # fewer rows, more chance drift
+    floor, multiplier = fresh_settings.monitoring.prediction_drift_threshold, fresh_settings.monitoring.noise_multiplier
+    assert small == max(floor, multiplier * small_noise) and large == max(floor, multiplier * large_noise)
+    # 30 rows of the same population: the threshold covers what they measure against the rest
+    rng = np.random.default_rng(0)
+    sample = scores[rng.choice(len(scores), 30, replace=False)]
+    assert drift_reference.wasserstein_normed(scores, sample) < small

@@ -40,7 +40,11 @@ else:
         .encode(y="y:Q")
     )
     st.altair_chart(chart + threshold, width="stretch")
-    st.caption(f"Dashed line: the prediction-drift alert threshold ({settings.monitoring.prediction_drift_threshold}).")
+    st.caption(
+        "Dashed line: the prediction-drift alert threshold's floor "
+        f"({settings.monitoring.prediction_drift_threshold}); a small batch's own threshold is higher, from the "
+        "drift a sample of its size shows by chance."
+    )
     shown = [
         "id",
         "computed_at",
