@@ -616,7 +616,8 @@ def openapi_document(model: DeployedModel | None, settings: Settings) -> dict[st
 # -- running it -------------------------------------------------------------------------------------
 
 
-# gthread is gunicorn's, closing idle keep-alive connections at once when it stops (see predictor_worker)
+# gthread is gunicorn's, giving idle keep-alive connections 1 s once it stops instead of graceful_timeout (see
+# predictor_worker)
 WORKER_CLASSES = {"gthread": "mlops.core.predictor_worker.PredictorWorker", "sync": "sync"}
 
 

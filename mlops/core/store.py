@@ -8,8 +8,6 @@ there (``schema_translate_map``). The schema is created and upgraded by Alembic 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -160,20 +158,3 @@ def migrate(url: str) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     eng.dispose()
-
-
-_migrated: set[str] = set()  # URLs this process has brought up to date
-
-
-@contextlib.contextmanager
-def connected(url: str) -> Iterator[Engine]:
-    """An engine on ``url``, its schema migrated (once per process and URL), disposed on exit."""
-    url = normalise_url(url)
-    if url not in _migrated:
-        migrate(url)
-        _migrated.add(url)
-    eng = engine(url)
-    try:
-        yield eng
-    finally:
-        eng.dispose()

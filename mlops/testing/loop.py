@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import sqlalchemy as sa
 import yaml
 
-from mlops.core import config, data, native_predictor, orchestration, scoring, services
+from mlops.core import alerting, config, data, native_predictor, orchestration, scoring, services
 from mlops.testing.tables import Table
 
 # Small budgets: the matrix runs every table in the suite on two cores.
@@ -130,24 +129,11 @@ def clean_environment(config_file: Path, folder: Path) -> dict[str, str]:
     return {**env, "MLOPS_CONFIG": str(config_file), "MAGE_DATA_DIR": str(folder / "mage_data")}
 
 
-def firing_alert(started_at: datetime) -> dict[str, Any]:
-    """The webhook body Grafana's contact point posts when the prediction-drift rule fires."""
-    labels = {"alertname": "prediction_drift", "grafana_folder": "mlops"}
-    return {
-        "receiver": "mage-retrain",
-        "status": "firing",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "startsAt": started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "fingerprint": "matrix",
-                "values": {"B": 0.3},
-            }
-        ],
-        "groupKey": '{}:{alertname="prediction_drift"}',
-        "commonLabels": labels,
-    }
+def firing_alert(settings: config.Settings) -> dict[str, Any]:
+    """The webhook body Grafana's contact point posts when the prediction-drift rule fires now."""
+    now = datetime.now(UTC)
+    evaluation = alerting.AlertEvaluation(settings.monitoring.alert_name, "Alerting", {"A": 0.3, "B": 0.1}, (now, now))
+    return alerting.notification(evaluation)
 
 
 def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[str], None] = print) -> LoopResult:
@@ -199,7 +185,7 @@ def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[
         window = {"window_start": started_at.isoformat(), "window_end": datetime.now(UTC).isoformat()}
         stage("monitor window", pipeline("monitor", window))
         stage("retrain by hand", pipeline("retrain"))
-        stage("retrain from alert", pipeline("retrain", firing_alert(datetime.now(UTC))))
+        stage("retrain from alert", pipeline("retrain", firing_alert(settings)))
         result.champion = champion_summary(settings)
         result.retrains = retrain_outcomes(settings)
     finally:
@@ -223,8 +209,6 @@ def champion_summary(settings: config.Settings) -> dict[str, Any]:
 
 def retrain_outcomes(settings: config.Settings) -> list[dict[str, Any]]:
     """What retrain recorded for each request (by hand or an alert), oldest first."""
-    from mlops.core import store
+    from mlops.core import retrain
 
-    with store.connected(settings.monitoring_db) as engine, engine.connect() as conn:
-        query = sa.select(store.alerts.c.status, store.alerts.c.action, store.alerts.c.outcome)
-        return [dict(row) for row in conn.execute(query.order_by(store.alerts.c.id)).mappings()]
+    return [{key: row[key] for key in ("status", "action", "outcome")} for row in retrain.alerts(settings)]
