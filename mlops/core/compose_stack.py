@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from mlops.core import compose_env, config, container_engine, services
+from mlops.core import compose_env, config, container_engine, orchestration, services
 from mlops.core.container_engine import Engine
 
 # What the stack publishes, and the .env key of each port.
@@ -34,7 +34,6 @@ PORTS = {
 }
 # Grafana's image cannot be built or pulled without a registry: the stack runs everything else.
 RUNNABLE_OFFLINE = ("postgres", "mlflow", "mage", "predictor", "streamlit")
-FINAL = ("completed", "failed", "cancelled")
 
 
 class StackError(RuntimeError):
@@ -193,9 +192,7 @@ class MageRuns:
     with the run's variables, which Mage's scheduler starts on its next tick."""
 
     def __init__(self, settings: config.Settings) -> None:
-        from mlops.core.orchestration import MageApi
-
-        self.api = MageApi(settings)
+        self.api = orchestration.MageApi(settings)
 
     def start(self, pipeline: str, variables: dict[str, Any] | None = None) -> int:
         body = {
@@ -219,19 +216,13 @@ class MageRuns:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             runs = self.runs_of(schedule_id)
-            if runs and runs[0]["status"] in FINAL:
+            if runs and runs[0]["status"] in orchestration.FINISHED:
                 return runs[0]
             time.sleep(2)
         raise StackError(f"pipeline_schedule {schedule_id}: no finished run after {timeout:.0f} s")
 
     def wait_run(self, run_id: int, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.api.pipeline_run(run_id)
-            if run["status"] in FINAL:
-                return run
-            time.sleep(2)
-        raise StackError(f"pipeline run {run_id} did not finish in {timeout:.0f} s")
+        return self.api.wait_run(run_id, timeout)
 
     def run(self, pipeline: str, variables: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
         """Start ``pipeline`` and wait for it; a run that does not complete raises with its block runs."""
@@ -241,8 +232,7 @@ class MageRuns:
         return run
 
     def failed_blocks(self, run_id: int) -> list[str]:
-        blocks = self.api.get(f"/api/block_runs?pipeline_run_id={run_id}").get("block_runs", [])
-        return [f"{b['block_uuid']}: {b['status']}" for b in blocks if b["status"] != "completed"]
+        return [f"{b['block_uuid']}: {b['status']}" for b in self.api.block_runs(run_id) if b["status"] != "completed"]
 
     def count(self) -> int:
         """Pipeline runs Mage has recorded."""

@@ -20,11 +20,13 @@ starts is locked down as far as Mage allows (:func:`lock_down_server`).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import logging
 import multiprocessing
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -138,7 +140,33 @@ def lock_down_server() -> None:
         logging.getLogger(name).addFilter(RedactTriggerTokens())
 
 
+# Sent to a Mage process (and inherited by every process Mage forks: scheduler, worker pool, block runs), it
+# writes the stack of each of the process's threads to the log: where a run that does not finish waits.
+STACKS_SIGNAL = signal.SIGUSR1
+
+
+def dump_stacks(launcher_pid: int) -> int:
+    """Ask the launcher started as ``launcher_pid`` and every process it forked to write their stacks to its
+    log; returns how many were asked. Processes it *executed* (Jupyter's kernel) keep their own command line
+    and have no handler, so they are left alone (the signal would end them)."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(launcher_pid)
+        command, family = launcher.cmdline(), [launcher, *launcher.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    asked = 0
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            if process.cmdline() == command:
+                process.send_signal(STACKS_SIGNAL)
+                asked += 1
+    return asked
+
+
 def main() -> None:
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)  # to stderr: the log the launcher writes to
     if sys.argv[1:2] == ["run"]:
         quiet_mage()
     if sys.argv[1:2] == ["start"]:

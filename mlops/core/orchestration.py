@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -34,10 +35,15 @@ from mlops.core.config import Settings
 RETRAIN_PIPELINE = "retrain"
 RETRAIN_TRIGGER_NAME = "retrain on prediction drift alert"  # = `name` in pipelines/retrain/triggers.yaml
 DATABASE_ENV = "MAGE_DATABASE_CONNECTION_URL"
+FINISHED = ("completed", "failed", "cancelled")  # a pipeline run's statuses that do not change again
 
 
 class OrchestrationError(RuntimeError):
     """Mage cannot be bootstrapped or reached as configured; the message says what to set."""
+
+
+class RunTimeout(OrchestrationError):
+    """A pipeline run did not finish in time; the message lists the latest runs and their block runs."""
 
 
 def project_dir(settings: Settings) -> Path:
@@ -223,6 +229,33 @@ class MageApi:
     def pipeline_run(self, run_id: int) -> dict[str, Any]:
         """``status`` is initial, running, completed, failed or cancelled."""
         return dict(self.get(f"/api/pipeline_runs/{run_id}")["pipeline_run"])
+
+    def block_runs(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's block runs in the order they were created."""
+        found = self.get(f"/api/block_runs?pipeline_run_id={run_id}").get("block_runs", [])
+        return sorted(found, key=lambda block: int(block["id"]))
+
+    def latest_runs(self, limit: int = 5) -> str:
+        """The latest pipeline runs with each block run's status, a line per run: where a stuck run stopped
+        (a run that started another, as retrain starts deploy, shows both)."""
+        lines = []
+        for run in self.get(f"/api/pipeline_runs?_limit={limit}")["pipeline_runs"]:
+            blocks = ", ".join(f"{b['block_uuid']} {b['status']}" for b in self.block_runs(int(run["id"])))
+            lines.append(f"run {run['id']} of {run['pipeline_uuid']}: {run['status']} ({blocks or 'no block runs'})")
+        return "\n".join(lines)
+
+    def wait_run(self, run_id: int, timeout: float, poll_seconds: float = 2.0) -> dict[str, Any]:
+        """The run once it has finished (whatever its status); after ``timeout`` :class:`RunTimeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.pipeline_run(run_id)
+            if run["status"] in FINISHED:
+                return run
+            if time.monotonic() > deadline:
+                raise RunTimeout(
+                    f"pipeline run {run_id} did not finish in {timeout:.0f} s; the latest runs:\n{self.latest_runs()}"
+                )
+            time.sleep(poll_seconds)
 
 
 def pipeline_runner(block_kwargs: dict[str, Any], timeout: float = 3600) -> Callable[[str, dict[str, Any]], None]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlops.core import config, deploy, orchestration, registry, retrain, services
+from mlops.core import config, deploy, mage_launcher, orchestration, registry, retrain, services
 
 from .conftest import webhook
 
@@ -35,6 +35,7 @@ RUN_TIMEOUT = 600
 class Stack:
     settings: config.Settings
     mage_url: str
+    mage: services.ManagedProcess
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def stack(
         orchestration.bootstrap(settings, mage_db)
         proc.start()
         services.wait_http(f"{settings.orchestration.mage_url}/api/status", proc, timeout=240)
-        yield Stack(settings, settings.orchestration.mage_url)
+        yield Stack(settings, settings.orchestration.mage_url, proc)
     finally:
         proc.stop()
         pid_file = deploy.run_dir(settings) / "predictor.pid"  # deploy starts the predictor natively
@@ -87,13 +88,16 @@ def trigger(stack: Stack, body: dict[str, Any]) -> int:
 
 
 def wait_run(stack: Stack, run_id: int, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = orchestration.MageApi(stack.settings).pipeline_run(run_id)
-        if run["status"] in ("completed", "failed", "cancelled"):
-            return run
-        time.sleep(2)
-    pytest.fail(f"pipeline run {run_id} did not finish in {timeout:.0f} s")
+    """The finished run; a run that hangs fails the test with where each block run and each Mage process was."""
+    try:
+        return orchestration.MageApi(stack.settings).wait_run(run_id, timeout)
+    except orchestration.RunTimeout as stuck:
+        asked = mage_launcher.dump_stacks(stack.mage.pid)
+        time.sleep(2)  # the stacks are written by each process's signal handler
+        log = [line for line in stack.mage.log_tail(2000).splitlines() if "tornado.access" not in line]
+        pytest.fail(
+            f"{stuck}\n{asked} Mage processes' stacks and the end of {stack.mage.log_path}:\n" + "\n".join(log[-400:])
+        )
 
 
 def versions(settings: config.Settings) -> list[str]:
@@ -136,3 +140,20 @@ def test_firing_webhook_retrains_and_deploys_and_replays_do_not(stack: Stack, ch
         assert wait_run(stack, trigger(stack, body))["status"] == "completed"
     assert versions(settings) == new  # no training
     assert [a["action"] for a in retrain.alerts(settings)] == ["retrain", "ignored", "duplicate"]
+
+
+def test_a_stuck_run_can_be_located(stack: Stack) -> None:
+    """What wait_run reports when a run hangs: each latest run's block runs, and every Mage process's stacks."""
+    where = orchestration.MageApi(stack.settings).latest_runs()
+    assert "of retrain: completed (receive_alert completed, retrain_challenger completed" in where, where
+    assert "of deploy: completed" in where, where  # the run retrain started
+
+    before = stack.mage.log_path.stat().st_size
+    asked = mage_launcher.dump_stacks(stack.mage.pid)
+    assert asked >= 2  # the server and at least the scheduler it forked
+    time.sleep(2)
+    with stack.mage.log_path.open(errors="replace") as log:
+        log.seek(before)
+        dumped = log.read()
+    assert dumped.count("Current thread") + dumped.count("Thread 0x") >= asked, dumped[-2000:]
+    assert requests.get(f"{stack.mage_url}/api/status", timeout=10).status_code == 200  # nothing was stopped

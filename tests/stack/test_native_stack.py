@@ -151,12 +151,7 @@ def test_a_pipeline_triggered_through_the_mage_api_completes(
     ).json()
     assert "error" not in triggered, triggered
     run_id = triggered["pipeline_run"]["id"]
-    deadline = time.monotonic() + 240
-    status = "initial"
-    while time.monotonic() < deadline and status not in ("completed", "failed", "cancelled"):
-        time.sleep(2)
-        status = api.pipeline_run(run_id)["status"]
-    assert status == "completed"
+    assert api.wait_run(run_id, timeout=240)["status"] == "completed"
     prepared = folder / "work" / "datasets" / "bank-marketing"
     assert (prepared / "train.parquet").is_file() and (prepared / "batches" / "summer.parquet").is_file()
 
