@@ -5,6 +5,11 @@ runs (the native demo, CI), :func:`evaluate` runs the very same queries from ``r
 Grafana macros the queries use (``$__timeFilter``, ``$__timeFrom``, ``$__timeTo``, ``$__timeGroupAlias``)
 the way Grafana's PostgreSQL datasource does, runs them on the monitoring database, and applies the rule's
 math condition. On SQLite the database is attached as ``monitoring`` so the schema-qualified SQL runs as is.
+
+The rule is multi-dimensional, as Grafana evaluates tabular data: each row a query returns is one alert
+instance, its text columns are the instance's labels and its one numeric column the value; the math
+expression pairs rows with the same labels. The queries group by model (label ``model``), so models that
+share one monitoring database alert apart, and :func:`evaluate` returns the configured model's instance.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from mlops.core import store
 from mlops.core.config import Settings
 
 RULES_FILE = Path("grafana/provisioning/alerting/rules.yaml")
+MODEL_LABEL = "model"  # the label the rule's queries give each row: the model it is about
 _MACRO = re.compile(r"\$__(timeFilter|timeGroupAlias|timeGroup)\(([^)]*)\)|\$__(timeFrom|timeTo)\(\)")
 _ENV = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
+_VARIABLE = re.compile(r"\$\{(\w+):sqlstring\}")
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -92,6 +99,18 @@ def expand_macros(sql: str, start: datetime, end: datetime, dialect: str = "post
     return expanded
 
 
+def expand_variables(sql: str, variables: Mapping[str, str]) -> str:
+    """A dashboard's template variables written ``${name:sqlstring}``, quoted as Grafana quotes them."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise AlertRuleError(f"no value for the dashboard variable {name!r}")
+        return "'" + variables[name].replace("'", "''") + "'"
+
+    return _VARIABLE.sub(replace, sql)
+
+
 @dataclass(frozen=True)
 class AlertRule:
     title: str
@@ -130,11 +149,14 @@ def load_rule(settings: Settings, name: str | None = None) -> AlertRule:
 
 @dataclass
 class AlertEvaluation:
+    """One alert instance: the rule's verdict for the model its labels name."""
+
     rule: str
     state: str  # Alerting, Normal, or the rule's no-data state
     values: dict[str, float | None]
     window: tuple[datetime, datetime]
     sql: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def firing(self) -> bool:
@@ -149,14 +171,26 @@ def _connect(conn: sa.Connection, url: str) -> None:
         conn.exec_driver_sql("ATTACH DATABASE ? AS monitoring", (database,))
 
 
-def _scalar(conn: sa.Connection, sql: str, ref: str) -> float | None:
-    rows = conn.execute(sa.text(sql)).fetchall()
-    if not rows:
-        return None
-    if len(rows) != 1 or len(rows[0]) != 1:
-        raise AlertRuleError(f"query {ref} must return one value, got {len(rows)} row(s) of {len(rows[0])}")
-    value = rows[0][0]
-    return None if value is None else float(value)
+Labels = frozenset[tuple[str, str]]
+
+
+def _instances(conn: sa.Connection, sql: str, ref: str) -> dict[Labels, float | None]:
+    """Each row's labels (its text columns) and value (its one other column), as Grafana reads a table."""
+    found: dict[Labels, float | None] = {}
+    for row in conn.execute(sa.text(sql)).mappings():
+        labels = frozenset((k, v) for k, v in row.items() if isinstance(v, str))
+        numbers = [v for v in row.values() if not isinstance(v, str)]
+        if len(numbers) != 1:
+            raise AlertRuleError(f"query {ref} must return one numeric column per row, got {len(numbers)}: {dict(row)}")
+        if labels in found:
+            raise AlertRuleError(f"query {ref} returned two rows labelled {dict(labels)}")
+        found[labels] = None if numbers[0] is None else float(numbers[0])
+    return found
+
+
+def _value(instances: Mapping[Labels, float | None], labels: Labels) -> float | None:
+    """The instance with these labels; a row with no labels at all stands for every instance (as in Grafana)."""
+    return instances.get(labels, instances.get(frozenset()))
 
 
 def _math(expression: str, values: Mapping[str, float | None]) -> bool | None:
@@ -171,7 +205,8 @@ def _math(expression: str, values: Mapping[str, float | None]) -> bool | None:
 
 
 def evaluate(settings: Settings, now: datetime | None = None, migrate: bool = True) -> AlertEvaluation:
-    """Evaluate the provisioned alert rule against ``settings.monitoring_db`` as Grafana would.
+    """Evaluate the provisioned alert rule against ``settings.monitoring_db`` as Grafana would, for the
+    configured model's instance (label ``model`` = ``training.model_name``).
 
     ``migrate=False`` reads only, as Grafana's read-only role must (it may not create the schema's tables)."""
     rule = load_rule(settings)
@@ -182,6 +217,7 @@ def evaluate(settings: Settings, now: datetime | None = None, migrate: bool = Tr
     if migrate:
         store.migrate(url)
     eng = sa.create_engine(store.normalise_url(url))
+    labels = {MODEL_LABEL: settings.training.model_name}
     values: dict[str, float | None] = {}
     expanded: dict[str, str] = {}
     try:
@@ -189,7 +225,7 @@ def evaluate(settings: Settings, now: datetime | None = None, migrate: bool = Tr
             _connect(conn, url)
             for ref, sql in rule.queries.items():
                 expanded[ref] = expand_macros(sql, start, end, conn.dialect.name)
-                values[ref] = _scalar(conn, expanded[ref], ref)
+                values[ref] = _value(_instances(conn, expanded[ref], ref), frozenset(labels.items()))
     finally:
         eng.dispose()
     if rule.condition not in rule.math:
@@ -200,12 +236,13 @@ def evaluate(settings: Settings, now: datetime | None = None, migrate: bool = Tr
     else:
         state = "Alerting" if verdict else "Normal"
         values[rule.condition] = float(verdict)
-    return AlertEvaluation(rule.title, state, values, (start, end), expanded)
+    return AlertEvaluation(rule.title, state, values, (start, end), expanded, labels)
 
 
 def describe(evaluation: AlertEvaluation) -> dict[str, Any]:
     return {
         "rule": evaluation.rule,
+        "labels": evaluation.labels,
         "state": evaluation.state,
         "firing": evaluation.firing,
         "values": evaluation.values,
@@ -217,8 +254,9 @@ def notification(evaluation: AlertEvaluation, rule_uid: str = "prediction-drift"
     """The webhook body Grafana would send for this evaluation (used where no Grafana runs)."""
     status = "firing" if evaluation.firing else "resolved"
     started = evaluation.window[1].strftime("%Y-%m-%dT%H:%M:%SZ")
-    labels = {"alertname": evaluation.rule, "source": "alert-check"}
+    labels = {"alertname": evaluation.rule, **evaluation.labels, "source": "alert-check"}
     values = {k: v for k, v in evaluation.values.items() if v is not None}
+    instance = ",".join(f"{k}={v}" for k, v in sorted(evaluation.labels.items()))
     return {
         "receiver": "mage-retrain",
         "status": status,
@@ -227,7 +265,7 @@ def notification(evaluation: AlertEvaluation, rule_uid: str = "prediction-drift"
                 "status": status,
                 "labels": labels,
                 "startsAt": started,
-                "fingerprint": f"{rule_uid}-local",
+                "fingerprint": f"{rule_uid}-local" + (f"-{instance}" if instance else ""),
                 "values": values,
             }
         ],

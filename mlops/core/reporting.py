@@ -96,7 +96,8 @@ def image_table(built: dict[str, dict[str, float]]) -> Table:
 def alert_summary(evaluation: Any, database_url: str) -> str:
     """How the provisioned alert rule evaluated (an ``alerting.AlertEvaluation``), without Grafana."""
     values = ", ".join(f"{k} = {v:.4g}" if v is not None else f"{k} = no data" for k, v in evaluation.values.items())
+    instance = "".join(f" for {k} {v!r}" for k, v in evaluation.labels.items())
     return (
-        f"alert rule {evaluation.rule!r} evaluated with its own SQL on {database_url.split('://', 1)[0]} "
+        f"alert rule {evaluation.rule!r}{instance} evaluated with its own SQL on {database_url.split('://', 1)[0]} "
         f"(no Grafana in this run): [bold]{evaluation.state}[/bold] ({values})"
     )

@@ -5,8 +5,10 @@ Policy (docs/monitoring.md):
 - Every alert in a webhook body is recorded in ``alerts`` with the action taken and, later, its outcome.
 - A run with no body at all (``python -m mlops run retrain``, Run@once in Mage's UI) is a retrain by hand:
   recorded with status ``by hand``, it always retrains (the deploy pipeline still promotes only a better model).
-- Only ``firing`` alerts named ``monitoring.alert_name`` act; ``resolved`` ones and other names are
-  recorded as ``ignored``.
+- Only ``firing`` alerts named ``monitoring.alert_name`` about this platform's model (label ``model`` =
+  ``training.model_name``; an alert without that label counts as this model's) act; ``resolved`` ones,
+  other names and other models' alerts (models sharing one monitoring database and Grafana) are recorded
+  as ``ignored``. Each row records the model it is about.
 - A replay of an alert already handled (same fingerprint and ``startsAt``; without a fingerprint, the same
   ``groupKey`` and ``startsAt``) is recorded as ``duplicate`` and does nothing. Grafana re-sends a firing
   alert every ``repeat_interval`` with the same ``startsAt``, so repeats never start a second retrain of a
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sklearn.model_selection import train_test_split
 
 from mlops.core import data, registry, store, training
+from mlops.core.alerting import MODEL_LABEL
 from mlops.core.config import Settings
 from mlops.core.monitoring import check_frame
 
@@ -90,10 +93,12 @@ class AlertDecision:
         return asdict(self)
 
 
-def _already_handled(conn: sa.Connection, alert: GrafanaAlert, group_key: str | None) -> int | None:
+def _already_handled(conn: sa.Connection, alert: GrafanaAlert, group_key: str | None, model: str) -> int | None:
     """The id of the earlier row that acted on this same alert instance, if any."""
     table = store.alerts
-    query = sa.select(table.c.id).where(table.c.action == "retrain", table.c.starts_at == alert.startsAt)
+    query = sa.select(table.c.id).where(
+        table.c.action == "retrain", table.c.starts_at == alert.startsAt, table.c.model_name == model
+    )
     if alert.fingerprint:
         query = query.where(table.c.fingerprint == alert.fingerprint)
     elif group_key:
@@ -112,8 +117,10 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
         outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
         _insert(url, [{"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}])
         raise AlertPayloadError(outcome)
+    own = settings.training.model_name
     if not body:  # no alert at all: retraining by hand (`python -m mlops run retrain`, or Run@once in Mage)
-        (alert_id,) = _insert(url, [{"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}}])
+        by_hand = {"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}, "model_name": own}
+        (alert_id,) = _insert(url, [by_hand])
         return AlertDecision(True, "retrain by hand (no alert in the trigger's body)", alert_id, [alert_id])
     try:
         hook = parse_webhook(body)
@@ -129,9 +136,10 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
             for alert in hook.alerts:
-                name = alert.labels.get("alertname")
+                name, model = alert.labels.get("alertname"), alert.labels.get(MODEL_LABEL, own)
                 row = {
                     "alertname": name,
+                    "model_name": model[:200],
                     "status": alert.status,
                     "fingerprint": alert.fingerprint,
                     "group_key": hook.groupKey,
@@ -142,7 +150,9 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
                     row |= {"action": "ignored", "outcome": f"{alert.status}: nothing to do"}
                 elif name != expected:
                     row |= {"action": "ignored", "outcome": f"alert {name!r} is not {expected!r}"}
-                elif (earlier := _already_handled(conn, alert, hook.groupKey)) is not None:
+                elif model != own:
+                    row |= {"action": "ignored", "outcome": f"about model {model!r}; this platform retrains {own!r}"}
+                elif (earlier := _already_handled(conn, alert, hook.groupKey, own)) is not None:
                     row |= {"action": "duplicate", "outcome": f"already handled by alert record {earlier}"}
                 elif chosen is not None:
                     row |= {"action": "duplicate", "outcome": "retrained together with another alert of this body"}
@@ -187,13 +197,16 @@ def record_outcome(settings: Settings, alert_id: int | None, outcome: str, faile
 
 
 def alerts(settings: Settings) -> list[dict[str, Any]]:
-    """Every recorded alert, oldest first."""
+    """Every recorded alert about this platform's model (or about none: a body that was not an alert),
+    oldest first."""
     url = settings.monitoring_db
     store.migrate(url)
+    table = store.alerts
+    about = sa.or_(table.c.model_name == settings.training.model_name, table.c.model_name.is_(None))
     eng = store.engine(url)
     try:
         with eng.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(store.alerts).order_by(store.alerts.c.id))]
+            return [dict(r._mapping) for r in conn.execute(sa.select(table).where(about).order_by(table.c.id))]
     finally:
         eng.dispose()
 

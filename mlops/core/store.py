@@ -120,6 +120,7 @@ alerts = sa.Table(
     sa.Column("action", sa.String(64), nullable=False),  # retrain, ignored, duplicate, ...
     sa.Column("outcome", sa.Text),
     sa.Column("payload", sa.JSON),
+    sa.Column("model_name", sa.String(200)),  # the alert's `model` label (migration 0002)
 )
 
 

@@ -132,7 +132,8 @@ def clean_environment(config_file: Path, folder: Path) -> dict[str, str]:
 def firing_alert(settings: config.Settings) -> dict[str, Any]:
     """The webhook body Grafana's contact point posts when the prediction-drift rule fires now."""
     now = datetime.now(UTC)
-    evaluation = alerting.AlertEvaluation(settings.monitoring.alert_name, "Alerting", {"A": 0.3, "B": 0.1}, (now, now))
+    values, labels = {"A": 0.3, "B": 0.1}, {alerting.MODEL_LABEL: settings.training.model_name}
+    evaluation = alerting.AlertEvaluation(settings.monitoring.alert_name, "Alerting", values, (now, now), labels=labels)
     return alerting.notification(evaluation)
 
 

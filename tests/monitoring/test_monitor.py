@@ -118,12 +118,16 @@ def test_every_panel_and_alert_query_runs_on_the_filled_schema(fresh_settings: c
     }
     rule = alerting.load_rule(fresh_settings)
     queries |= {f"alert query {ref}": sql for ref, sql in rule.queries.items()}
+    variables = {"model": fresh_settings.training.model_name}  # the dashboard's model variable
     eng = sa.create_engine(store.normalise_url(fresh_settings.monitoring_db))
     try:
         with eng.connect() as conn:
             for name, sql in queries.items():
-                rows = conn.execute(sa.text(alerting.expand_macros(sql, start, end))).fetchall()
+                expanded = alerting.expand_macros(alerting.expand_variables(sql, variables), start, end)
+                rows = conn.execute(sa.text(expanded)).fetchall()
                 assert rows, f"{name} returned no rows"
+            models = conn.execute(sa.text(dashboard["templating"]["list"][0]["query"])).scalars().all()
+            assert fresh_settings.training.model_name in models
     finally:
         eng.dispose()
 

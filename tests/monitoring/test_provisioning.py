@@ -53,6 +53,32 @@ def test_alert_rule_matches_the_configuration(settings: config.Settings) -> None
     assert raw["dashboardUid"] == load_provisioning("dashboards/model-monitoring.json")["uid"]
 
 
+def test_the_alert_is_one_instance_per_model_and_says_nothing_of_one_dataset(settings: config.Settings) -> None:
+    """Two models in one monitoring database must not mix (#12): the rule's queries label each row with its
+    model (Grafana makes each row an alert instance), notifications are grouped by model, and no provisioning
+    file names the worked example's dataset."""
+    raw = load_provisioning("provisioning/alerting/rules.yaml")["groups"][0]
+    (rule,) = raw["rules"]
+    assert alerting.MODEL_LABEL not in rule.get("labels", {})  # a fixed label would stamp every instance alike
+    for sql in alerting.load_rule(settings).queries.values():
+        assert f"model_name AS {alerting.MODEL_LABEL}" in sql and "GROUP BY r.model_name" in sql
+    (policy,) = load_provisioning("provisioning/alerting/policies.yaml")["policies"]
+    assert alerting.MODEL_LABEL in policy["group_by"]
+    for path in GRAFANA.rglob("*"):
+        if path.is_file():
+            assert "bank" not in path.read_text().lower(), f"{path} names the bank dataset"
+
+
+def test_every_dashboard_query_is_scoped_by_the_model_variable() -> None:
+    dashboard = load_provisioning("dashboards/model-monitoring.json")
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "model" and variable["type"] == "query" and not variable["includeAll"]
+    assert variable["datasource"]["uid"] == "mlops-monitoring" and "model_name" in variable["query"]
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert "= ${model:sqlstring}" in target["rawSql"], f"panel {panel['id']} ({panel['title']}) is not scoped"
+
+
 def test_webhook_contact_point_is_the_retrain_trigger(settings: config.Settings) -> None:
     (point,) = load_provisioning("provisioning/alerting/contact-points.yaml")["contactPoints"]
     (receiver,) = point["receivers"]
@@ -107,4 +133,5 @@ def test_macro_and_environment_expansion_follow_grafana() -> None:
     sql = alerting.expand_macros("WHERE $__timeFilter(t) AND x > $__timeFrom()", start, end)
     assert sql == "WHERE t BETWEEN '2026-01-01T00:00:00Z' AND '2026-01-02T00:00:00Z' AND x > '2026-01-01T00:00:00Z'"
     assert alerting.interpolate_env("a$$b ${X}/$Y", {"X": "1", "Y": "2"}) == "a$b 1/2"
+    assert alerting.expand_variables("m = ${model:sqlstring}", {"model": "o'hara"}) == "m = 'o''hara'"
     assert Path(GRAFANA / "provisioning" / "dashboards" / "provider.yaml").is_file()
