@@ -36,7 +36,7 @@ from rich.table import Table
 
 from benchmarks import write_result
 from mlops.core import config, data, deploy, features, monitoring, prediction_log, services, serving, store, training
-from tests.reliability.drills import (
+from mlops.testing.drills import (
     ThrowawayPostgres,
     fuzz,
     load,
@@ -45,7 +45,7 @@ from tests.reliability.drills import (
     wait_for_rows,
     worker_kill,
 )
-from tests.serving.conftest import write_local_payload
+from mlops.testing.payloads import write_local_payload
 
 FUZZ_CASES = 1000
 THREADS, PER_THREAD = 8, 250

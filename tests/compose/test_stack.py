@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 from mlops.core import alerting, config, services, store
 from mlops.core.compose_stack import ComposeStack, MageRuns, trigger_webhook
 from mlops.core.container_engine import Engine
+from mlops.testing.drills import logged_rows
 from tests.conftest import bank_csv_path
-from tests.reliability.drills import logged_rows
 
 from . import browser
 from .conftest import MEASURED

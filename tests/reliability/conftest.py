@@ -18,15 +18,14 @@ import pandas as pd
 import pytest
 
 from mlops.core import config
+from mlops.testing.drills import ThrowawayPostgres
+from mlops.testing.payloads import write_local_payload
 from tests.serving.conftest import (  # noqa: F401 (fixtures shared with the serving suite)
     Predictor,
     bank_frame,
     fit_small,
     start_predictor,
-    write_local_payload,
 )
-
-from .drills import ThrowawayPostgres
 
 
 @pytest.fixture(scope="session")

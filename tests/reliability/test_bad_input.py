@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import requests
 
+from mlops.testing.drills import fuzz, logged_rows
+
 from .conftest import Predictor
-from .drills import fuzz, logged_rows
 
 pytestmark = [pytest.mark.postgres]
 JSON = {"Content-Type": "application/json"}

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from mlops.core import config, deploy, monitoring, prediction_log, services, store
+from mlops.testing.drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
 from .conftest import Predictor
-from .drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
 pytestmark = [pytest.mark.postgres]
 

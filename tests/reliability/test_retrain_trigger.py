@@ -20,8 +20,7 @@ import requests
 import sqlalchemy as sa
 
 from mlops.core import config, orchestration, services, store
-
-from .drills import listening
+from mlops.testing.drills import listening
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mage, pytest.mark.slow]
 SCHEDULER_SECONDS = 2

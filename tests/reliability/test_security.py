@@ -16,9 +16,9 @@ import requests
 import yaml
 
 from mlops.core import config, deploy, native_predictor, orchestration, services, stack
+from mlops.testing.drills import listening
 
 from .conftest import Predictor
-from .drills import listening
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = secrets.token_hex(16)

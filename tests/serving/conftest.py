@@ -2,62 +2,25 @@
 
 The payload of the trained challenger is written by the deploy code (``payload.write_payload``), exactly
 as deploy writes it; small local payloads (a model fitted here in seconds) are written by
-:func:`write_local_payload` in the same layout, for the tests that need a second model or another family.
+:func:`mlops.testing.payloads.write_local_payload` in the same layout, for the tests that need a second
+model or another family.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow.sklearn
 import pandas as pd
 import pytest
 import requests
 
-from mlops.core import config, data, features, payload, registry, schema, services, serving, training
+from mlops.core import config, data, features, payload, registry, services, serving, training
 
 
 def settings_with(settings: config.Settings, **serving_values: Any) -> config.Settings:
     return settings.model_copy(update={"serving": settings.serving.model_copy(update=serving_values)})
-
-
-def write_local_payload(
-    folder: Path,
-    pipeline: Any,
-    version: str,
-    frame: pd.DataFrame,
-    settings: config.Settings,
-    family: str,
-    threshold: float = 0.3,
-) -> Path:
-    """A payload (model dir + model.json written last, atomically) for a pipeline fitted in the test."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mlflow.sklearn.save_model(
-        pipeline,
-        str(folder / f"model-{version}"),
-        skops_trusted_types=registry.SKOPS_TRUSTED_TYPES,
-        pip_requirements=registry.model_requirements(),
-    )
-    info = {
-        "name": settings.training.model_name,
-        "version": version,
-        "alias": "champion",
-        "threshold": threshold,
-        "metrics": {},
-        "trained_at": None,
-        "family": family,
-        "run_id": None,
-        "model_dir": f"model-{version}",
-        "schema": schema.from_training(frame, settings.dataset).to_dict(),
-    }
-    partial = folder / "model.json.tmp"
-    partial.write_text(json.dumps(info))
-    os.replace(partial, folder / "model.json")
-    return folder
 
 
 @pytest.fixture(scope="session")

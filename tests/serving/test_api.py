@@ -18,8 +18,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mlops.core import config, scoring, serving, store
+from mlops.testing.payloads import write_local_payload
 
-from .conftest import settings_with, write_local_payload
+from .conftest import settings_with
 
 MAX_ROWS = 50
 MAX_BODY = 64 * 1024

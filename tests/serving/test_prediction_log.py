@@ -15,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from mlops.core import config, prediction_log, scoring, services, store
+from mlops.testing.payloads import write_local_payload
 
-from .conftest import Predictor, write_local_payload
+from .conftest import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from mlops.core import config, data, features, registry, scoring, store
+from mlops.testing.payloads import write_local_payload
 
-from .conftest import Predictor, write_local_payload
+from .conftest import Predictor
 
 TOKEN = "reload-token-for-this-test"
 

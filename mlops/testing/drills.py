@@ -1,5 +1,6 @@
 """The reliability drills as plain functions, shared by ``tests/reliability`` (small sizes, asserted) and
-``benchmarks/soak.py`` (``make soak``: larger sizes, measured into ``benchmarks/results/reliability.json``).
+``benchmarks/soak.py`` (``make soak``: larger sizes, measured into ``benchmarks/results/reliability.json``),
+which therefore never imports ``tests/``.
 
 - :func:`fuzz`: schemathesis cases generated from the predictor's own ``/openapi.json`` (valid and invalid
   data), each sent to the running predictor; every answer is recorded, 5xx ones kept as failures.
