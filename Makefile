@@ -17,7 +17,7 @@ export MLOPS_DATASET__SOURCE__PATH
 endif
 endif
 
-.PHONY: setup demo test test-stack chromium stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
+.PHONY: setup demo test test-fast test-stack chromium stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
 EXPORT := $(UV) export --quiet --frozen --no-dev --no-hashes --no-emit-project --no-annotate
 
 setup: $(STAMP)  ## build .venv from uv.lock (a second run does nothing)
@@ -33,6 +33,9 @@ demo: setup  ## data step, then the pipelines through Mage; prints the result
 
 test: setup lint  ## the whole suite against real PostgreSQL, MLflow and Mage; fails on skipped tests
 	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest --ignore=tests/compose
+
+test-fast: setup  ## the tests that need no PostgreSQL, MLflow or Mage (under a minute): while you edit
+	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest -q -m "not postgres and not mlflow and not mage and not slow" --ignore=tests/compose
 
 compose-env:  ## write .env for docker compose from .env.example, generating every empty secret (never overwrites one)
 	$(PYTHON) -m mlops.core.compose_env

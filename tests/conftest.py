@@ -31,6 +31,18 @@ TEST_OVERRIDES = {
 
 _skipped: list[str] = []
 
+# The service each session fixture stands for: a test that needs one (directly or through another fixture)
+# is marked for it, so that `make test-fast` (-m "not postgres and not mlflow and not mage and not slow")
+# runs only what needs none, whatever its author remembered to mark.
+SERVICE_FIXTURES = {"postgres_server": "postgres", "mlflow_server": "mlflow"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SERVICE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:
