@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, retrain, store
+from mlops.core import alerting, config, monitoring, retrain, store
 
 
 @pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
@@ -25,37 +25,26 @@ def settings_for(url: str, model: str) -> config.Settings:
 
 
 def record_run(url: str, model: str, version: str, drift: float, threshold: float, minutes_ago: int) -> None:
-    """A monitor run as the monitor pipeline writes it: the run, and the prediction's drift row."""
-    eng = store.engine(url)
-    try:
-        with eng.begin() as conn:
-            run_id = conn.execute(
-                store.monitor_runs.insert()
-                .values(
-                    computed_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
-                    batch="batch",
-                    model_name=model,
-                    model_version=version,
-                    rows=1000,
-                    drifted_columns=0,
-                    drifted_share=0.0,
-                    dataset_drift=False,
-                    prediction_drift=drift,
-                )
-                .returning(store.monitor_runs.c.id)
-            ).scalar_one()
-            conn.execute(
-                store.column_drift.insert().values(
-                    monitor_run_id=run_id,
-                    column_name="prediction",
-                    method="Wasserstein distance (normed)",
-                    score=drift,
-                    threshold=threshold,
-                    drifted=drift > threshold,
-                )
-            )
-    finally:
-        eng.dispose()
+    """A monitor run written by the monitor pipeline's own writer: the run, and the prediction's drift row."""
+    prediction = monitoring.ColumnDrift(
+        "prediction", "Wasserstein distance (normed)", drift, threshold, drift > threshold
+    )
+    result = monitoring.MonitorResult(
+        batch="batch",
+        model_name=model,
+        model_version=version,
+        rows=1000,
+        drifted_columns=0,
+        drifted_share=0.0,
+        dataset_drift=False,
+        prediction_drift=drift,
+        prediction_drift_method=prediction.method,
+        missing_share=0.0,
+        columns=[prediction],
+        report_uri="file:///dev/null",
+        prediction_threshold=threshold,
+    )
+    monitoring.write(settings_for(url, model), result, datetime.now(UTC) - timedelta(minutes=minutes_ago))
 
 
 def test_each_model_is_an_alert_instance_of_its_own(shared_db: str) -> None:
