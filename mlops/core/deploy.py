@@ -109,44 +109,34 @@ def evaluate_version(settings: Settings, version: str, frame: pd.DataFrame) -> d
 
 def record_event(settings: Settings, decision: Decision, alias: str | None) -> None:
     url = settings.monitoring_db
-    store.migrate(url)
-    eng = store.engine(url)
-    try:
-        with eng.begin() as conn:
-            conn.execute(
-                store.model_events.insert().values(
-                    model_name=decision.model_name,
-                    version=decision.version,
-                    action=decision.action,
-                    alias=alias,
-                    previous_version=decision.previous_version,
-                    metric=decision.metric,
-                    candidate_value=decision.candidate_value,
-                    champion_value=decision.champion_value,
-                    reason=decision.reason,
-                    details=decision.details,
-                )
+    with store.transaction(url) as conn:
+        conn.execute(
+            store.model_events.insert().values(
+                model_name=decision.model_name,
+                version=decision.version,
+                action=decision.action,
+                alias=alias,
+                previous_version=decision.previous_version,
+                metric=decision.metric,
+                candidate_value=decision.candidate_value,
+                champion_value=decision.champion_value,
+                reason=decision.reason,
+                details=decision.details,
             )
-    finally:
-        eng.dispose()
+        )
 
 
 def events(settings: Settings, model_name: str | None = None) -> list[dict[str, Any]]:
     """The audit trail of one model (default: the configured one), oldest first."""
     url = settings.monitoring_db
-    store.migrate(url)
-    eng = store.engine(url)
     table = store.model_events
-    try:
-        with eng.connect() as conn:
-            rows = conn.execute(
-                sa.select(table)
-                .where(table.c.model_name == (model_name or settings.training.model_name))
-                .order_by(table.c.id)
-            )
-            return [dict(row._mapping) for row in rows]
-    finally:
-        eng.dispose()
+    with store.connection(url) as conn:
+        rows = conn.execute(
+            sa.select(table)
+            .where(table.c.model_name == (model_name or settings.training.model_name))
+            .order_by(table.c.id)
+        )
+        return [dict(row._mapping) for row in rows]
 
 
 def _already_rejected(settings: Settings, candidate: str, champion: str, holdout: list[str]) -> dict[str, Any] | None:

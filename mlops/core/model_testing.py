@@ -158,16 +158,11 @@ def record(settings: Settings, results: list[Evaluation]) -> str:
     client.set_model_version_tag(name, version, "test_run_id", run.info.run_id)
     client.set_model_version_tag(name, version, "tested_at", started.isoformat(timespec="seconds"))
 
-    store.migrate(settings.monitoring_db)
-    eng = store.engine(settings.monitoring_db)
-    try:
-        with eng.begin() as conn:
-            conn.execute(
-                store.evaluations.insert(),
-                [{**_row(r), "evaluated_at": started, "source": SOURCE} for r in results],
-            )
-    finally:
-        eng.dispose()
+    with store.transaction(settings.monitoring_db) as conn:
+        conn.execute(
+            store.evaluations.insert(),
+            [{**_row(r), "evaluated_at": started, "source": SOURCE} for r in results],
+        )
     return str(run.info.run_id)
 
 

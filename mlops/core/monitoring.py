@@ -155,12 +155,8 @@ def logged_predictions(settings: Settings, start: datetime, end: datetime) -> pd
         .where(table.c.scored_at >= start, table.c.scored_at < end)
         .order_by(table.c.id)
     )
-    eng = store.engine(settings.monitoring_db)
-    try:
-        with eng.connect() as conn:
-            records = [row.inputs for row in conn.execute(query)]
-    finally:
-        eng.dispose()
+    with store.connection(settings.monitoring_db) as conn:
+        records = [row.inputs for row in conn.execute(query)]
     if not records:
         raise MonitorInputError(f"window: no predictions logged between {start.isoformat()} and {end.isoformat()}")
     return pd.DataFrame.from_records(records)
@@ -338,64 +334,54 @@ def monitor(
 def write(settings: Settings, result: MonitorResult, computed_at: datetime) -> int:
     """Insert the monitor run and its column rows in one transaction; return the run's id."""
     url = settings.monitoring_db
-    store.migrate(url)
-    eng = store.engine(url)
-    try:
-        with eng.begin() as conn:
-            run_id = conn.execute(
-                store.monitor_runs.insert()
-                .values(
-                    computed_at=computed_at,
-                    batch=result.batch,
-                    window_start=result.window_start,
-                    window_end=result.window_end,
-                    model_name=result.model_name,
-                    model_version=result.model_version,
-                    rows=result.rows,
-                    drifted_columns=result.drifted_columns,
-                    drifted_share=result.drifted_share,
-                    dataset_drift=result.dataset_drift,
-                    prediction_drift=result.prediction_drift,
-                    prediction_drift_method=result.prediction_drift_method,
-                    missing_share=result.missing_share,
-                    roc_auc=result.roc_auc,
-                    pr_auc=result.pr_auc,
-                    f1=result.f1,
-                    report_uri=result.report_uri,
-                )
-                .returning(store.monitor_runs.c.id)
-            ).scalar_one()
-            conn.execute(
-                store.column_drift.insert(),
-                [
-                    {
-                        "monitor_run_id": run_id,
-                        "column_name": c.column,
-                        "method": c.method,
-                        "score": c.score,
-                        "threshold": c.threshold,
-                        "drifted": c.drifted,
-                    }
-                    for c in result.columns
-                ],
+    with store.transaction(url) as conn:
+        run_id = conn.execute(
+            store.monitor_runs.insert()
+            .values(
+                computed_at=computed_at,
+                batch=result.batch,
+                window_start=result.window_start,
+                window_end=result.window_end,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                rows=result.rows,
+                drifted_columns=result.drifted_columns,
+                drifted_share=result.drifted_share,
+                dataset_drift=result.dataset_drift,
+                prediction_drift=result.prediction_drift,
+                prediction_drift_method=result.prediction_drift_method,
+                missing_share=result.missing_share,
+                roc_auc=result.roc_auc,
+                pr_auc=result.pr_auc,
+                f1=result.f1,
+                report_uri=result.report_uri,
             )
-    finally:
-        eng.dispose()
+            .returning(store.monitor_runs.c.id)
+        ).scalar_one()
+        conn.execute(
+            store.column_drift.insert(),
+            [
+                {
+                    "monitor_run_id": run_id,
+                    "column_name": c.column,
+                    "method": c.method,
+                    "score": c.score,
+                    "threshold": c.threshold,
+                    "drifted": c.drifted,
+                }
+                for c in result.columns
+            ],
+        )
     return int(run_id)
 
 
 def runs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     """The latest monitor runs, newest first."""
     url = settings.monitoring_db
-    store.migrate(url)
     table = store.monitor_runs
-    eng = store.engine(url)
-    try:
-        with eng.connect() as conn:
-            rows = conn.execute(sa.select(table).order_by(table.c.id.desc()).limit(limit))
-            return [dict(row._mapping) for row in rows]
-    finally:
-        eng.dispose()
+    with store.connection(url) as conn:
+        rows = conn.execute(sa.select(table).order_by(table.c.id.desc()).limit(limit))
+        return [dict(row._mapping) for row in rows]
 
 
 def parse_window(start: str | datetime, end: str | datetime) -> tuple[datetime, datetime]:

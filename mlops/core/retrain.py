@@ -111,7 +111,6 @@ def _already_handled(conn: sa.Connection, alert: GrafanaAlert, group_key: str | 
 def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
     """Record every alert of a webhook body and decide whether it starts a retrain (at most one per body)."""
     url = settings.monitoring_db
-    store.migrate(url)
     size, limit = len(json.dumps(body, default=str).encode()), settings.orchestration.max_webhook_bytes
     if size > limit:  # recorded, but not stored: the alerts table keeps what Grafana's bodies need, not more
         outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
@@ -130,39 +129,35 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
     expected = settings.monitoring.alert_name
     rows: list[dict[str, Any]] = []
     chosen: int | None = None  # index in rows of the alert that retrains
-    eng = store.engine(url)
-    try:
-        with eng.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
-            for alert in hook.alerts:
-                name, model = alert.labels.get("alertname"), alert.labels.get(MODEL_LABEL, own)
-                row = {
-                    "alertname": name,
-                    "model_name": model[:200],
-                    "status": alert.status,
-                    "fingerprint": alert.fingerprint,
-                    "group_key": hook.groupKey,
-                    "starts_at": alert.startsAt,
-                    "payload": alert.model_dump(),
-                }
-                if alert.status != "firing":
-                    row |= {"action": "ignored", "outcome": f"{alert.status}: nothing to do"}
-                elif name != expected:
-                    row |= {"action": "ignored", "outcome": f"alert {name!r} is not {expected!r}"}
-                elif model != own:
-                    row |= {"action": "ignored", "outcome": f"about model {model!r}; this platform retrains {own!r}"}
-                elif (earlier := _already_handled(conn, alert, hook.groupKey, own)) is not None:
-                    row |= {"action": "duplicate", "outcome": f"already handled by alert record {earlier}"}
-                elif chosen is not None:
-                    row |= {"action": "duplicate", "outcome": "retrained together with another alert of this body"}
-                else:
-                    row |= {"action": "retrain", "outcome": "retraining"}
-                    chosen = len(rows)
-                rows.append(row)
-            ids = [_insert_row(conn, row) for row in rows]
-    finally:
-        eng.dispose()
+    with store.transaction(url) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+        for alert in hook.alerts:
+            name, model = alert.labels.get("alertname"), alert.labels.get(MODEL_LABEL, own)
+            row = {
+                "alertname": name,
+                "model_name": model[:200],
+                "status": alert.status,
+                "fingerprint": alert.fingerprint,
+                "group_key": hook.groupKey,
+                "starts_at": alert.startsAt,
+                "payload": alert.model_dump(),
+            }
+            if alert.status != "firing":
+                row |= {"action": "ignored", "outcome": f"{alert.status}: nothing to do"}
+            elif name != expected:
+                row |= {"action": "ignored", "outcome": f"alert {name!r} is not {expected!r}"}
+            elif model != own:
+                row |= {"action": "ignored", "outcome": f"about model {model!r}; this platform retrains {own!r}"}
+            elif (earlier := _already_handled(conn, alert, hook.groupKey, own)) is not None:
+                row |= {"action": "duplicate", "outcome": f"already handled by alert record {earlier}"}
+            elif chosen is not None:
+                row |= {"action": "duplicate", "outcome": "retrained together with another alert of this body"}
+            else:
+                row |= {"action": "retrain", "outcome": "retraining"}
+                chosen = len(rows)
+            rows.append(row)
+        ids = [_insert_row(conn, row) for row in rows]
     if chosen is None:
         reasons = "; ".join(sorted({str(r["outcome"]) for r in rows})) or "no alerts in the body"
         return AlertDecision(False, f"no retrain: {reasons}", None, ids)
@@ -171,12 +166,8 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
 
 def _insert(url: str, rows: list[dict[str, Any]]) -> list[int]:
     """Record rows in ``alerts`` in one transaction; their ids."""
-    eng = store.engine(url)
-    try:
-        with eng.begin() as conn:
-            return [_insert_row(conn, row) for row in rows]
-    finally:
-        eng.dispose()
+    with store.transaction(url) as conn:
+        return [_insert_row(conn, row) for row in rows]
 
 
 def _insert_row(conn: sa.Connection, row: dict[str, Any]) -> int:
@@ -188,27 +179,18 @@ def record_outcome(settings: Settings, alert_id: int | None, outcome: str, faile
     if alert_id is None:
         return
     values = {"outcome": outcome, **({"action": FAILED} if failed else {})}
-    eng = store.engine(settings.monitoring_db)
-    try:
-        with eng.begin() as conn:
-            conn.execute(store.alerts.update().where(store.alerts.c.id == alert_id).values(**values))
-    finally:
-        eng.dispose()
+    with store.transaction(settings.monitoring_db) as conn:
+        conn.execute(store.alerts.update().where(store.alerts.c.id == alert_id).values(**values))
 
 
 def alerts(settings: Settings) -> list[dict[str, Any]]:
     """Every recorded alert about this platform's model (or about none: a body that was not an alert),
     oldest first."""
     url = settings.monitoring_db
-    store.migrate(url)
     table = store.alerts
     about = sa.or_(table.c.model_name == settings.training.model_name, table.c.model_name.is_(None))
-    eng = store.engine(url)
-    try:
-        with eng.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(table).where(about).order_by(table.c.id))]
-    finally:
-        eng.dispose()
+    with store.connection(url) as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).where(about).order_by(table.c.id))]
 
 
 # ---- retraining ------------------------------------------------------------------------------------
@@ -314,17 +296,13 @@ def deploy_retrained(
 
 def latest_event(settings: Settings, version: str) -> dict[str, Any] | None:
     table = store.model_events
-    eng = store.engine(settings.monitoring_db)
-    try:
-        with eng.connect() as conn:
-            row = conn.execute(
-                sa.select(table)
-                .where(table.c.model_name == settings.training.model_name, table.c.version == version)
-                .order_by(table.c.id.desc())
-                .limit(1)
-            ).first()
-    finally:
-        eng.dispose()
+    with store.connection(settings.monitoring_db) as conn:
+        row = conn.execute(
+            sa.select(table)
+            .where(table.c.model_name == settings.training.model_name, table.c.version == version)
+            .order_by(table.c.id.desc())
+            .limit(1)
+        ).first()
     return dict(row._mapping) if row else None
 
 

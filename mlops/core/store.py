@@ -4,10 +4,16 @@ One SQLAlchemy URL selects the backend: SQLite in the embedded default, PostgreS
 in the ``monitoring`` schema on PostgreSQL; SQLite has no schemas, so the same tables are unqualified
 there (``schema_translate_map``). The schema is created and upgraded by Alembic migrations
 (``mlops/core/migrations``), applied idempotently by :func:`migrate`.
+
+The one way in: ``with store.connection(url) as conn`` to read, ``with store.transaction(url) as conn`` to
+write (committed at the end, rolled back on an error). Both migrate the schema first, once per process and
+URL, and dispose their engine afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -147,15 +153,41 @@ def engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+_migrated: set[str] = set()  # the URLs this process has migrated (a failed migration is not in it)
+
+
 def migrate(url: str) -> None:
     """Apply every pending migration (idempotent; safe to call from several processes)."""
     eng = engine(url)
-    with eng.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
-            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    eng.dispose()
+    try:
+        with eng.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        eng.dispose()
+    _migrated.add(url)
+
+
+@contextlib.contextmanager
+def connection(url: str) -> Iterator[sa.Connection]:
+    """A connection to read the monitoring database at ``url`` (migrated first, once per process)."""
+    if url not in _migrated:
+        migrate(url)
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            yield conn
+    finally:
+        eng.dispose()
+
+
+@contextlib.contextmanager
+def transaction(url: str) -> Iterator[sa.Connection]:
+    """A connection in one transaction, committed when the block ends and rolled back if it raises."""
+    with connection(url) as conn, conn.begin():
+        yield conn
