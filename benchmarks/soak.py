@@ -115,7 +115,7 @@ def mlflow_down(predictor: str, settings: config.Settings, records: list[dict[st
 
 def monitoring_drills(settings: config.Settings, frame: pd.DataFrame) -> dict[str, Any]:
     store.migrate(settings.monitoring_db)
-    batches = settings.prepared_dir / "batches"
+    batches = data.batches_dir(settings)
     batches.mkdir(parents=True, exist_ok=True)
     whole = batches / "whole.parquet"
     frame.head(2000).to_parquet(whole, index=False)

@@ -52,7 +52,7 @@ class CampaignPlan:
 def latest_labeled(settings: Settings) -> LabeledData:
     """The newest labeled data prepare wrote: the last configured batch on disk, else the test split."""
     for name in reversed(data.batch_names(settings)):
-        path = settings.prepared_dir / "batches" / f"{name}.parquet"
+        path = data.batch_path(settings, name)
         if path.is_file():
             return LabeledData(f"batch:{name}", pd.read_parquet(path), path)
     path = settings.prepared_dir / "test.parquet"

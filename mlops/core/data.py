@@ -256,17 +256,32 @@ def data_report(parts: SplitResult, settings: Settings) -> dict[str, Any]:
     }
 
 
+def batches_dir(settings: Settings) -> Path:
+    """The folder of the prepared batches."""
+    return settings.prepared_dir / "batches"
+
+
+def batch_path(settings: Settings, name: str) -> Path:
+    """Where the prepared batch ``name`` is (or would be) written."""
+    return batches_dir(settings) / f"{name}.parquet"
+
+
+def stored_batches(settings: Settings) -> list[str]:
+    """The names of the prepared batch files on disk, sorted (retrain's ``<batch>.holdout`` among them)."""
+    return sorted(p.stem for p in batches_dir(settings).glob("*.parquet"))
+
+
 def persist(parts: SplitResult, settings: Settings) -> Path:
     """Write every split and batch as Parquet; return the folder."""
     out = settings.prepared_dir
-    (out / "batches").mkdir(parents=True, exist_ok=True)
+    batches_dir(settings).mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         getattr(parts, name).to_parquet(out / f"{name}.parquet", index=False)
-    for stale in (out / "batches").glob("*.parquet"):
-        if stale.stem not in parts.batches:
-            stale.unlink()
+    for stale in stored_batches(settings):
+        if stale not in parts.batches:
+            batch_path(settings, stale).unlink()
     for name, batch in parts.batches.items():
-        batch.to_parquet(out / "batches" / f"{name}.parquet", index=False)
+        batch.to_parquet(batch_path(settings, name), index=False)
     # The batches in order (retrain adds files of its own beside them, e.g. <batch>.holdout.parquet)
     (out / BATCH_LIST).write_text(json.dumps(list(parts.batches)))
     return out
@@ -286,11 +301,10 @@ def load_split(settings: Settings, name: str) -> pd.DataFrame:
 
 def load_batch(settings: Settings, name: str) -> pd.DataFrame:
     """A prepared batch by its name: one of the files prepare wrote, never a path (``../train`` is no batch)."""
-    folder = settings.prepared_dir / "batches"
-    known = sorted(p.stem for p in folder.glob("*.parquet"))
+    known = stored_batches(settings)
     if name not in known:
-        raise FileNotFoundError(f"no batch {name!r} in {folder} (known: {known or 'none'})")
-    return pd.read_parquet(folder / f"{name}.parquet")
+        raise FileNotFoundError(f"no batch {name!r} in {batches_dir(settings)} (known: {known or 'none'})")
+    return pd.read_parquet(batch_path(settings, name))
 
 
 def batch_names(settings: Settings) -> list[str]:

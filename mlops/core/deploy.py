@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops.core import features, native_predictor, registry, services, store
 from mlops.core.config import Settings
-from mlops.core.data import SPLITS, labels, load_split
+from mlops.core.data import SPLITS, batch_path, labels, load_split, stored_batches
 from mlops.core.native_predictor import run_dir
 from mlops.core.payload import payload_dir, read_model_json, write_payload
 from mlops.core.training import score
@@ -85,9 +85,9 @@ def holdout_frame(settings: Settings, parts: Sequence[str]) -> pd.DataFrame:
     frames = []
     for part in parts:
         if part.startswith(BATCH_PREFIX):
-            path = settings.prepared_dir / "batches" / f"{part[len(BATCH_PREFIX) :]}.parquet"
+            path = batch_path(settings, part[len(BATCH_PREFIX) :])
             if not path.is_file():
-                known = sorted(f"{BATCH_PREFIX}{p.stem}" for p in (settings.prepared_dir / "batches").glob("*.parquet"))
+                known = [f"{BATCH_PREFIX}{name}" for name in stored_batches(settings)]
                 raise DeployError(f"holdout: no prepared batch {part!r} (prepared batches: {known or 'none'})")
             frames.append(pd.read_parquet(path))
         elif part in SPLITS:

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from mlops.core import evaluation, registry, store
 from mlops.core.config import Settings
-from mlops.core.data import labels, load_split
+from mlops.core.data import batch_path, labels, load_split, stored_batches
 from mlops.core.predictor_client import PredictorClient
 
 SOURCE = "test_pipeline"
@@ -55,9 +55,9 @@ def labeled_parts(settings: Settings, trained_on: Collection[str] = ()) -> dict[
     """The held-out test split and every prepared batch, by name, except the batches the model was fitted on
     (``trained_on``: a retrained model learnt from part of them; their ``<name>.holdout`` is what it never saw)."""
     parts = {"test": load_split(settings, "test")}
-    for path in sorted((settings.prepared_dir / "batches").glob("*.parquet")):
-        if path.stem not in trained_on:
-            parts[path.stem] = pd.read_parquet(path)
+    for name in stored_batches(settings):
+        if name not in trained_on:
+            parts[name] = pd.read_parquet(batch_path(settings, name))
     return parts
 
 

@@ -229,7 +229,7 @@ def training_frames(settings: Settings, batches: list[str]) -> tuple[dict[str, p
         frames["train"].append(train)
         frames["validation"].append(validation)
         frames["test"].append(held_out)
-        held_out.to_parquet(settings.prepared_dir / "batches" / f"{name}{HOLDOUT_SUFFIX}.parquet", index=False)
+        held_out.to_parquet(data.batch_path(settings, f"{name}{HOLDOUT_SUFFIX}"), index=False)
         holdout.append(f"batch:{name}{HOLDOUT_SUFFIX}")
     return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}, holdout
 
@@ -314,8 +314,7 @@ def quality_before_after(settings: Settings, before: str, after: str) -> list[di
     rows = []
     for name in data.batch_names(settings):
         part = f"{name}{HOLDOUT_SUFFIX}" if name in learned else name
-        path = settings.prepared_dir / "batches" / f"{part}.parquet"
-        if not path.is_file():
+        if not data.batch_path(settings, part).is_file():
             part = name
         frame = data.load_batch(settings, part)
         scores = {v: deploy.evaluate_version(settings, v, frame)["roc_auc"] for v in {before, after}}
