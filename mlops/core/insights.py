@@ -71,11 +71,6 @@ def _query(url: str, statement: sa.Executable) -> pd.DataFrame:
         raise ServiceUnavailable(DATABASE, hide_password(url), "its tables do not exist yet") from exc
 
 
-def check_database(url: str) -> None:
-    """Raise :class:`ServiceUnavailable` unless the monitoring database answers and has its tables."""
-    _query(url, sa.select(sa.func.count()).select_from(store.monitor_runs))
-
-
 def table_counts(url: str) -> dict[str, int]:
     """Rows in each monitoring table: a quick picture of what the platform has recorded."""
     tables = (store.predictions, store.monitor_runs, store.alerts, store.model_events)

@@ -87,10 +87,6 @@ class MonitorResult:
     prediction_threshold: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def prediction_drifted(self) -> bool:
-        return self.prediction_drift > self.prediction_threshold
-
     def summary(self) -> dict[str, Any]:
         """JSON-ready, without the keys whose value is unknown: Mage cannot read back a block output holding
         ``None`` (a window of the log has no labels, so no ROC-AUC), it fails on ``builtins.NoneType``."""

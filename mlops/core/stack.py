@@ -281,7 +281,7 @@ def database_urls(server_url: str) -> dict[str, str]:
 # ---- the stack ------------------------------------------------------------------------------------------
 
 
-def service_environment(settings: Settings, run: Path, urls: dict[str, str], keys: dict[str, str]) -> dict[str, str]:
+def service_environment(settings: Settings, urls: dict[str, str], keys: dict[str, str]) -> dict[str, str]:
     """What every service (and a shell that sources stack.env) needs to find the others."""
     env = {
         "MLOPS_STORES__TRACKING_URI": f"http://127.0.0.1:{settings.stack.mlflow_port}",
@@ -443,7 +443,7 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
         urls = database_urls(server_url)
         say(f"postgres ({state.database}) is up")
     store.migrate(urls["monitoring"])
-    env = service_environment(settings, run, urls, keys)
+    env = service_environment(settings, urls, keys)
     _write_private(run / ENV_FILE, "".join(f"{k}={v}\n" for k, v in env.items()))
     # This process exists to start the stack: what it runs (Mage's bootstrap, the servers) inherits the stack's env.
     os.environ.update(env)
