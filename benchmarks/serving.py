@@ -45,6 +45,7 @@ from rich.table import Table
 
 from benchmarks import write_result
 from mlops.core import config, data, features, registry, schema, scoring, services, serving, store, training
+from mlops.core.model_card import MODEL_JSON, ModelCard
 
 SINGLE_REQUESTS = 400
 THROUGHPUT_SECONDS = 10.0
@@ -303,19 +304,16 @@ def prepare_model(settings: config.Settings, folder: Path) -> tuple[Any, pd.Data
         skops_trusted_types=registry.SKOPS_TRUSTED_TYPES,
         pip_requirements=registry.model_requirements(),
     )
-    info = {
-        "name": "bench-model",
-        "version": "1",
-        "alias": "champion",
-        "threshold": 0.5,
-        "metrics": {},
-        "trained_at": None,
-        "family": "xgboost",
-        "run_id": None,
-        "model_dir": "model-1",
-        "schema": schema.from_training(reference, settings.dataset).to_dict(),
-    }
-    (folder / "payload" / "model.json").write_text(json.dumps(info))
+    card = ModelCard(
+        name="bench-model",
+        version="1",
+        alias="champion",
+        threshold=0.5,
+        family="xgboost",
+        model_dir="model-1",
+        feature_schema=schema.from_training(reference, settings.dataset).to_dict(),
+    )
+    (folder / "payload" / MODEL_JSON).write_text(card.to_json())
     return pipeline, raw, model_dir
 
 

@@ -31,8 +31,9 @@ from mlflow.tracking import MlflowClient
 from mlops.core import features, native_predictor, registry, services, store
 from mlops.core.config import Settings
 from mlops.core.data import SPLITS, batch_path, labels, load_split, stored_batches
+from mlops.core.model_card import ModelCard
 from mlops.core.native_predictor import run_dir
-from mlops.core.payload import payload_dir, read_model_json, write_payload
+from mlops.core.payload import payload_dir, write_payload
 from mlops.core.training import score
 
 DEFAULT_HOLDOUT = ("test",)
@@ -357,10 +358,10 @@ def payload_for_champion(settings: Settings) -> tuple[Path, bool]:
 
 
 def _payload_serves(folder: Path, version: str) -> bool:
-    current = read_model_json(folder)
-    if current is None or current.get("version") != version:
+    current = ModelCard.read(folder)
+    if current is None or current.version != version:
         return False
-    return (folder / str(current["model_dir"]) / "MLmodel").is_file()
+    return (folder / current.model_dir / "MLmodel").is_file()
 
 
 # ---- the running predictor -------------------------------------------------------------------------
@@ -418,7 +419,8 @@ def reload_predictor(settings: Settings) -> None:
 
 def switch_predictor(settings: Settings) -> str:
     """Make the predictor at ``serving.url`` serve the payload: reload it, or start it natively."""
-    expected = (read_model_json(payload_dir(settings)) or {}).get("version")
+    card = ModelCard.read(payload_dir(settings))
+    expected = card.version if card else None
     if predictor_answers(settings):
         if served_version(settings) == expected:
             return f"the predictor at {settings.serving.url} already serves version {expected}"

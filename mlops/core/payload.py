@@ -18,7 +18,6 @@ place, so a reader sees either the old payload or the new one, never half of one
 from __future__ import annotations
 
 import ast
-import json
 import os
 import shutil
 import tempfile
@@ -26,7 +25,6 @@ import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -36,8 +34,8 @@ from packaging.utils import canonicalize_name
 
 from mlops.core import registry, schema
 from mlops.core.config import Settings
+from mlops.core.model_card import MODEL_JSON, ModelCard
 
-MODEL_JSON = "model.json"
 CONFIG_FILE = "config.yaml"
 PACKAGE = Path(__file__).resolve().parents[1]  # the mlops package folder
 # The predictor's entry module; its module-level imports decide the image's requirements.
@@ -218,8 +216,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def model_json(settings: Settings, version: ModelVersion) -> dict[str, Any]:
-    """The served model's description (CONTRACTS.md), from the version's tags and its run's schema."""
+def model_card(settings: Settings, version: ModelVersion) -> ModelCard:
+    """The served model's card (``model.json``), from the version's tags and its run's schema."""
     tags = dict(version.tags)
     run_id = tags.get("candidate_run_id")
     if not run_id:
@@ -227,23 +225,18 @@ def model_json(settings: Settings, version: ModelVersion) -> dict[str, Any]:
     feature_schema = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{schema.ARTIFACT}"))
     # Training's metric tags; the test pipeline adds non-numeric ones beside them (test_run_id, tested_at).
     metrics = {k: float(v) for k, v in tags.items() if k.startswith(("validation_", "test_")) and _is_number(v)}
-    return {
-        "name": version.name,
-        "version": str(version.version),
-        "alias": registry.CHAMPION,
-        "threshold": float(tags["threshold"]),
-        "metrics": metrics,
-        "trained_at": tags.get("trained_at"),
-        "family": tags.get("family"),
-        "run_id": run_id,
-        "model_dir": f"model-{version.version}",
-        "schema": feature_schema.to_dict(),
-    }
-
-
-def read_model_json(folder: Path) -> dict[str, Any] | None:
-    path = folder / MODEL_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    return ModelCard(
+        name=version.name,
+        version=str(version.version),
+        alias=registry.CHAMPION,
+        threshold=float(tags["threshold"]),
+        metrics=metrics,
+        trained_at=tags.get("trained_at"),
+        family=tags.get("family"),
+        run_id=run_id,
+        model_dir=f"model-{version.version}",
+        feature_schema=feature_schema.to_dict(),
+    )
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
@@ -319,11 +312,11 @@ def write_payload(settings: Settings, version: str | None) -> Path:
         return out
     client = registry.configure(settings)
     model_version = client.get_model_version(settings.training.model_name, str(version))
-    description = model_json(settings, model_version)
+    card = model_card(settings, model_version)
     download_model(model_version, out)
-    previous = read_model_json(out)
-    _write_text_atomically(out / MODEL_JSON, json.dumps(description, indent=2))
-    keep = {description["model_dir"], (previous or {}).get("model_dir")}
+    previous = ModelCard.read(out)
+    _write_text_atomically(out / MODEL_JSON, card.to_json())
+    keep = {card.model_dir, previous.model_dir if previous else None}
     for stale in out.glob("model-*"):
         if stale.is_dir() and stale.name not in keep:
             shutil.rmtree(stale, ignore_errors=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from mlops.core.schema import FeatureSchema
+from mlops.core.model_card import ServedModel
 
 PREDICTOR = "predictor"
 
@@ -54,20 +54,6 @@ class InvalidInput(PredictorError):
         super().__init__(f"{message}: {shown}{more}", 422)
         self.errors = errors
         self.total = total or len(errors)  # the predictor lists at most 100 errors per answer
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What GET /model says the predictor serves."""
-
-    name: str
-    version: str
-    alias: str | None
-    threshold: float
-    family: str | None
-    trained_at: str | None
-    metrics: dict[str, float]
-    schema: FeatureSchema
 
 
 @dataclass(frozen=True)
@@ -144,17 +130,8 @@ class PredictorClient:
         return True, None
 
     def model(self) -> ServedModel:
-        body = self._request("GET", "/model").json()
-        return ServedModel(
-            name=str(body["name"]),
-            version=str(body["version"]),
-            alias=body.get("alias"),
-            threshold=float(body["threshold"]),
-            family=body.get("family"),
-            trained_at=body.get("trained_at"),
-            metrics={k: float(v) for k, v in (body.get("metrics") or {}).items() if isinstance(v, int | float)},
-            schema=FeatureSchema.from_dict(body["schema"]),
-        )
+        """What GET /model says the predictor serves (its card; ``input_schema`` is the typed schema)."""
+        return ServedModel.model_validate(self._request("GET", "/model").json())
 
     def predict(self, records: list[dict[str, Any]]) -> Predictions:
         body = self._request("POST", "/predict", json=records).json()

@@ -16,7 +16,6 @@ import csv
 import gc
 import hmac
 import io
-import json
 import logging
 import os
 import signal
@@ -38,13 +37,13 @@ from werkzeug.exceptions import HTTPException
 
 from mlops.core import config, services
 from mlops.core.config import Settings
+from mlops.core.model_card import ModelCard, ModelCardError, ServedModel
 from mlops.core.prediction_log import PredictionLog, ScoredBatch, close_all
 from mlops.core.request_validation import RecordValidator, RequestError
 from mlops.core.schema import FeatureSchema
 from mlops.core.scoring import ExplanationUnavailable, Scorer, decisions, explain, probe_records, scorer_for
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.json"
 ARBITER_PID = "GUNICORN_ARBITER_PID"  # app.config key, set by the gunicorn config's post_worker_init
 JSON_TYPES = ("application/json",)
 CSV_TYPE = "text/csv"
@@ -86,7 +85,7 @@ class PayloadError(RuntimeError):
 
 @dataclass
 class DeployedModel:
-    info: dict[str, Any]  # model.json
+    card: ModelCard  # model.json
     schema: FeatureSchema
     scorer: Scorer
     validator: RecordValidator
@@ -95,8 +94,8 @@ class DeployedModel:
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.name = str(self.info["name"])
-        self.version = str(self.info["version"])
+        self.name = self.card.name
+        self.version = self.card.version
 
 
 def open_categories(settings: Settings) -> set[str]:
@@ -108,27 +107,23 @@ def open_categories(settings: Settings) -> set[str]:
     return set()
 
 
-def read_model_info(payload_dir: Path) -> dict[str, Any]:
-    path = payload_dir / MODEL_FILE
-    if not path.is_file():
-        raise PayloadError("no champion deployed yet")
+def read_card(payload_dir: Path) -> ModelCard:
     try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PayloadError(f"{MODEL_FILE} is unreadable: {exc}") from exc
-    missing = [k for k in ("name", "version", "threshold", "model_dir", "schema") if k not in info]
-    if missing:
-        raise PayloadError(f"{MODEL_FILE} lacks {missing}")
-    return dict(info)
+        card = ModelCard.read(payload_dir)
+    except ModelCardError as exc:
+        raise PayloadError(str(exc)) from exc
+    if card is None:
+        raise PayloadError("no champion deployed yet")
+    return card
 
 
 def load_model(payload_dir: Path, settings: Settings) -> DeployedModel:
     """Load the payload's model and build its scorer and request validator (raises :class:`PayloadError`)."""
-    info = read_model_info(payload_dir)
-    model_dir = payload_dir / str(info["model_dir"])
+    card = read_card(payload_dir)
+    model_dir = payload_dir / card.model_dir
     try:
         pipeline = mlflow.sklearn.load_model(str(model_dir))
-        schema = FeatureSchema.from_dict(info["schema"])
+        schema = card.input_schema
     except Exception as exc:
         raise PayloadError(f"the model in {model_dir} could not be loaded: {exc}") from exc
     # Workers already use every core: threads per request only add overhead (and OpenMP threads spin
@@ -146,7 +141,7 @@ def load_model(payload_dir: Path, settings: Settings) -> DeployedModel:
     validator = RecordValidator(
         schema, settings.serving.max_batch_rows, open_categories(settings), settings.serving.max_text_length
     )
-    return DeployedModel(info, schema, scorer, validator, float(info["threshold"]))
+    return DeployedModel(card, schema, scorer, validator, card.threshold)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -267,10 +262,9 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     @app.get("/model")
     def model_info() -> Response:
         deployed = require_model()
-        info = deployed.info
-        keys = ("name", "version", "alias", "metrics", "threshold", "trained_at", "family", "run_id", "schema")
         trees = getattr(deployed.scorer, "trees", None) is not None  # few records walk compiled trees
-        return _json({**{k: info.get(k) for k in keys}, "scorer": deployed.scorer.kind, "compiled_trees": trees})
+        served = ServedModel.of(deployed.card, deployed.scorer.kind, trees)
+        return _json(served.model_dump(mode="json", by_alias=True))
 
     @app.post("/predict")
     def predict() -> Response:
@@ -354,7 +348,7 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         if not arbiter:
             raise RequestError(503, "reload needs the gunicorn server (this app is not running under it)")
         try:
-            upcoming: str | None = str(read_model_info(payload)["version"])
+            upcoming: str | None = read_card(payload).version
         except PayloadError:
             upcoming = None
         os.kill(int(arbiter), signal.SIGHUP)  # graceful: new workers load the payload, old ones finish
@@ -555,23 +549,7 @@ def openapi_document(model: DeployedModel | None, settings: Settings) -> dict[st
                         "model_version": {"type": "string"},
                     },
                 },
-                "ModelInfo": {
-                    "type": "object",
-                    "required": ["name", "version", "threshold", "schema", "scorer", "compiled_trees"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "version": {"type": "string"},
-                        "alias": {"type": ["string", "null"]},
-                        "metrics": {"type": ["object", "null"]},
-                        "threshold": {"type": "number"},
-                        "trained_at": {"type": ["string", "null"]},
-                        "family": {"type": ["string", "null"]},
-                        "run_id": {"type": ["string", "null"]},
-                        "schema": {"type": "object"},
-                        "scorer": {"enum": ["compiled", "pipeline"]},
-                        "compiled_trees": {"type": "boolean"},
-                    },
-                },
+                "ModelInfo": ServedModel.json_schema(),
                 "Predictions": {
                     "type": "object",
                     "required": ["request_id", "model_name", "model_version", "threshold", "predictions"],

@@ -7,7 +7,6 @@ MLflow saves it, then ``model.json``, written last and atomically, as the predic
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import mlflow.sklearn
 import pandas as pd
 
 from mlops.core import config, registry, schema
+from mlops.core.model_card import MODEL_JSON, ModelCard
 
 
 def write_local_payload(
@@ -35,19 +35,16 @@ def write_local_payload(
         skops_trusted_types=registry.SKOPS_TRUSTED_TYPES,
         pip_requirements=registry.model_requirements(),
     )
-    info = {
-        "name": settings.training.model_name,
-        "version": version,
-        "alias": "champion",
-        "threshold": threshold,
-        "metrics": {},
-        "trained_at": None,
-        "family": family,
-        "run_id": None,
-        "model_dir": f"model-{version}",
-        "schema": schema.from_training(frame, settings.dataset).to_dict(),
-    }
-    partial = folder / "model.json.tmp"
-    partial.write_text(json.dumps(info))
-    os.replace(partial, folder / "model.json")
+    card = ModelCard(
+        name=settings.training.model_name,
+        version=version,
+        alias="champion",
+        threshold=threshold,
+        family=family,
+        model_dir=f"model-{version}",
+        feature_schema=schema.from_training(frame, settings.dataset).to_dict(),
+    )
+    partial = folder / f"{MODEL_JSON}.tmp"
+    partial.write_text(card.to_json())
+    os.replace(partial, folder / MODEL_JSON)
     return folder

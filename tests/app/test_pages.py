@@ -47,20 +47,20 @@ def test_the_form_is_the_served_schema_and_scores_with_an_explanation(app_env: A
     no_trouble(at)
     numbers = {n.label: n for n in at.number_input}
     choices = {s.label: s for s in at.selectbox}
-    assert set(numbers) == set(served.schema.numerical)
-    assert set(choices) == set(served.schema.categorical)
-    for name, spec in served.schema.numerical.items():
+    assert set(numbers) == set(served.input_schema.numerical)
+    assert set(choices) == set(served.input_schema.categorical)
+    for name, spec in served.input_schema.numerical.items():
         assert (numbers[name].min, numbers[name].max) == (spec.minimum, spec.maximum), name
-    for name, spec in served.schema.categorical.items():
+    for name, spec in served.input_schema.categorical.items():
         assert list(choices[name].options) == spec.categories + (["(missing)"] if spec.nullable else []), name
-    nullable = next(name for name, spec in served.schema.categorical.items() if spec.nullable)
+    nullable = next(name for name, spec in served.input_schema.categorical.items() if spec.nullable)
 
     choices[nullable].set_value("(missing)")
     numbers["age"].set_value(61)
     at.button[0].click().run()
     no_trouble(at)
 
-    record = {name: numbers[name].value for name in served.schema.numerical}
+    record = {name: numbers[name].value for name in served.input_schema.numerical}
     record |= {name: (None if s.value == "(missing)" else s.value) for name, s in choices.items()}
     assert record["age"] == 61 and record[nullable] is None
     expected = app_env.client.predict([record]).predictions[0]

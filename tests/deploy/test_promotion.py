@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, deploy, payload, registry
+from mlops.core import config, deploy, registry
+from mlops.core.model_card import ModelCard
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
 
 
@@ -46,7 +47,8 @@ def scenario(
 
     def step(name: str, decision: deploy.Decision) -> None:
         deploy.payload_for_champion(s)
-        served = (payload.read_model_json(payload_folder(s)) or {}).get("version")
+        card = ModelCard.read(payload_folder(s))
+        served = card.version if card else None
         result.steps[name] = Step(decision, aliases(client, s), len(deploy.events(s)), served)
 
     set_challenger(client, s, result.useless)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, deploy, payload
+from mlops.core import config, deploy
+from mlops.core.model_card import ModelCard
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
 from tests.serving.conftest import Predictor, start_predictor  # noqa: F401 (fixture)
 
@@ -45,7 +46,8 @@ def test_a_failed_switch_moves_the_champion_back_to_the_version_served(
     assert f"switched to version {trained}" in message and "refused the reload token (HTTP 403)" in message
     assert f"the champion is version {useless} again" in message
     assert aliases(client, settings)["champion"] == useless == predictor.get("/model").json()["version"]
-    assert (payload.read_model_json(payload_folder(settings)) or {})["version"] == useless
+    card = ModelCard.read(payload_folder(settings))
+    assert card is not None and card.version == useless
     last = deploy.events(settings)[-1]
     assert (last["action"], last["version"], last["previous_version"]) == ("reverted", useless, trained)
     assert "refused the reload token" in last["reason"]

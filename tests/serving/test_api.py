@@ -246,6 +246,18 @@ def test_without_a_model_it_is_alive_but_not_ready(api_settings, tmp_path: Path)
         assert client.get("/openapi.json").status_code == 200
 
 
+def test_a_card_that_does_not_parse_keeps_it_not_ready_naming_the_field(
+    api_settings, xgb_payload, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    card = json.loads((xgb_payload / "model.json").read_text())
+    del card["threshold"]
+    card["version"] = ["not", "a", "version"]
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    for app in make_app(api_settings, tmp_path):
+        reason = app.test_client().get("/ready").get_json()["reason"]
+        assert "model.json" in reason and "threshold: Field required" in reason and "version:" in reason, reason
+
+
 def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
     assert client.get("/nowhere").get_json()["error"]
     wrong_method = client.get("/predict")

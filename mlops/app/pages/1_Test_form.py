@@ -24,11 +24,11 @@ st.caption(
 record: dict[str, Any] = {}
 with st.form("client"):
     columns = st.columns(3)
-    fields = served.schema.features
+    fields = served.input_schema.features
     for i, name in enumerate(fields):
         column = columns[i % 3]
-        if name in served.schema.numerical:
-            num = served.schema.numerical[name]
+        if name in served.input_schema.numerical:
+            num = served.input_schema.numerical[name]
             if num.integer:
                 value: Any = column.number_input(
                     name, int(num.minimum), int(num.maximum), round(num.median), step=1, key=f"field_{name}"
@@ -38,7 +38,7 @@ with st.form("client"):
             if num.nullable and column.checkbox(f"{name} unknown", key=f"missing_{name}"):
                 value = None
         else:
-            cat = served.schema.categorical[name]
+            cat = served.input_schema.categorical[name]
             options = [*cat.categories, *([MISSING] if cat.nullable else [])]
             chosen = column.selectbox(name, options, key=f"field_{name}")
             value = None if chosen == MISSING else chosen

@@ -16,7 +16,7 @@ with ui.section(stop=True):
     served = client.model()
 st.caption(
     f"Scored by **{served.name} v{served.version}** at threshold {served.threshold:.3f}. The CSV needs a header "
-    f"row with exactly these columns (an empty cell is a missing value): `{', '.join(served.schema.features)}`."
+    f"row with exactly these columns (an empty cell is a missing value): `{', '.join(served.input_schema.features)}`."
 )
 
 EXAMPLE_ROWS = 200
