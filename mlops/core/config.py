@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops.core import families
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("configs/bank_marketing.yaml")
 ENV_PREFIX = "MLOPS_"
@@ -193,19 +195,24 @@ class Threshold(Strict):
     false_negative_cost: float = Field(5.0, ge=0)
 
 
-Family = Literal["logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting"]
-FAMILIES: tuple[Family, ...] = ("logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting")
-
-
 class Training(Strict):
     model_name: str
-    families: list[Family] = list(FAMILIES)
+    families: list[str] = Field(default_factory=lambda: list(families.FAMILIES))  # mlops.core.families
     selection_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     search: Search = Search()
     threshold: Threshold = Threshold()
     lift_fraction: float = Field(0.10, gt=0, le=1)
     seed: int = 42
     n_jobs: int = Field(2, ge=1)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        for name in value:
+            families.get(name)  # raises, naming the known ones
+        if not value:
+            raise ValueError("name at least one model family")
+        return value
 
 
 class Demo(Strict):

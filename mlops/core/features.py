@@ -17,16 +17,15 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from mlops.core import families
 from mlops.core.config import Dataset
 
 MISSING_CATEGORY = "__missing__"
-# Linear models need scaled numbers; tree ensembles are invariant to scaling.
-SCALED_FAMILIES = {"logistic_regression"}
 
 
 def preprocessor(dataset: Dataset, family: str) -> ColumnTransformer:
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
-    if family in SCALED_FAMILIES:
+    if families.get(family).scaled:  # linear models need scaled numbers; trees are invariant to scaling
         numeric_steps.append(("scale", StandardScaler()))
     categorical = Pipeline(
         [

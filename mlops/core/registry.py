@@ -24,21 +24,16 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sklearn.pipeline import Pipeline
 
+from mlops.core import families
 from mlops.core.config import Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
-# Types skops must be told to trust to load our pipelines (the rest of sklearn's are trusted by default).
-# We only ever load models this platform trained and logged itself.
-SKOPS_TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.tree._tree.Tree",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-]
+# Types skops must be told to trust to load our pipelines (the rest of sklearn's are trusted by default),
+# each family's in its entry. We only ever load models this platform trained and logged itself.
+SKOPS_TRUSTED_TYPES = families.trusted_types()
 
 
 def configure(settings: Settings) -> MlflowClient:

@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from mlops.core import families
 from mlops.core.compiled_trees import CompiledTrees, UnsupportedTrees, compile_estimator
 from mlops.core.config import Dataset
 from mlops.core.features import frame_from_records
@@ -346,9 +347,6 @@ class ExplanationUnavailable(ValueError):
     """The model family has no exact per-feature contributions here; the message says which have."""
 
 
-EXPLAINED_FAMILIES = ("xgboost", "logistic_regression")
-
-
 @dataclass(frozen=True)
 class Explanation:
     base_value: float  # log-odds before any feature
@@ -373,7 +371,7 @@ def explain(scorer: Scorer, record: Record) -> Explanation:
         base = float(estimator.intercept_[0])
     else:
         raise ExplanationUnavailable(
-            f"per-feature contributions are available for {', '.join(EXPLAINED_FAMILIES)} models; "
+            f"per-feature contributions are available for {', '.join(families.explained())} models; "
             f"the deployed model is a {family}"
         )
     contributions: dict[str, float] = {}

@@ -20,13 +20,10 @@ import optuna
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
-from xgboost import XGBClassifier
 
-from mlops.core import evaluation, features, registry, reporting, schema
+from mlops.core import evaluation, families, features, registry, reporting, schema
 from mlops.core.config import Settings
 from mlops.core.data import labels
 
@@ -34,16 +31,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def estimator(family: str, params: dict[str, Any], settings: Settings) -> Any:
-    seed, n_jobs = settings.training.seed, settings.training.n_jobs
-    if family == "logistic_regression":
-        return LogisticRegression(max_iter=2000, random_state=seed, **params)
-    if family == "random_forest":
-        return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
-    if family == "xgboost":
-        return XGBClassifier(tree_method="hist", eval_metric="logloss", random_state=seed, n_jobs=n_jobs, **params)
-    if family == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(random_state=seed, **params)
-    raise ValueError(f"unknown model family {family!r}")
+    return families.get(family).make(params, settings.training.seed, settings.training.n_jobs)
 
 
 def build(family: str, params: dict[str, Any], settings: Settings) -> Pipeline:
@@ -57,35 +45,8 @@ def build(family: str, params: dict[str, Any], settings: Settings) -> Pipeline:
 
 
 def suggest(trial: optuna.Trial, family: str) -> dict[str, Any]:
-    """The search space of each family."""
-    if family == "logistic_regression":
-        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
-    if family == "random_forest":
-        return {
-            "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
-            "max_depth": trial.suggest_int("max_depth", 4, 16),
-            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("max_features", 0.1, 0.6),
-        }
-    if family == "xgboost":
-        return {
-            "n_estimators": trial.suggest_int("n_estimators", 100, 800, step=50),
-            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-            "max_depth": trial.suggest_int("max_depth", 2, 8),
-            "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 50.0, log=True),
-            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
-            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
-        }
-    if family == "hist_gradient_boosting":
-        return {
-            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-            "max_iter": trial.suggest_int("max_iter", 100, 500, step=50),
-            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 64, log=True),
-            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 10, 200, log=True),
-            "l2_regularization": trial.suggest_float("l2_regularization", 1e-3, 10.0, log=True),
-        }
-    raise ValueError(f"unknown model family {family!r}")
+    """The family's search space (mlops.core.families)."""
+    return families.get(family).search_space(trial)
 
 
 def score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:

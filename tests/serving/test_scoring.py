@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from mlops.core import config, features, scoring
-from mlops.core.config import FAMILIES
+from mlops.core.families import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_other_families_say_they_have_no_explanation(family, split, fitted, plai
     _, rest = split
     scorer = scoring.compile_pipeline(fitted(family))
     record = scoring.frame_records(rest.head(1), plain_settings.dataset.features)[0]
-    with pytest.raises(scoring.ExplanationUnavailable, match="xgboost, logistic_regression"):
+    with pytest.raises(scoring.ExplanationUnavailable, match="logistic_regression, xgboost"):
         scoring.explain(scorer, record)
 
 
