@@ -44,7 +44,18 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import config, data, features, registry, schema, scoring, services, serving, store, training
+from mlops.core import (
+    config,
+    data,
+    features,
+    predictor_server,
+    registry,
+    schema,
+    scoring,
+    services,
+    store,
+    training,
+)
 from mlops.core.model_card import MODEL_JSON, ModelCard
 
 SINGLE_REQUESTS = 400
@@ -331,7 +342,7 @@ def main() -> dict[str, Any]:
         expected = pipeline.predict_proba(features.frame_from_records(records, settings.dataset))[:, 1]
 
         ours_port, mlflow_port = services.free_port(), services.free_port()
-        ours = serving.predictor_process(
+        ours = predictor_server.predictor_process(
             settings,
             port=ours_port,
             payload_dir=folder / "payload",

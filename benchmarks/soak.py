@@ -35,7 +35,18 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import config, data, deploy, features, monitoring, prediction_log, services, serving, store, training
+from mlops.core import (
+    config,
+    data,
+    deploy,
+    features,
+    monitoring,
+    prediction_log,
+    predictor_server,
+    services,
+    store,
+    training,
+)
 from mlops.testing.drills import (
     ThrowawayPostgres,
     fuzz,
@@ -175,7 +186,7 @@ def main() -> dict[str, Any]:
     payload = write_local_payload(folder / "payload", pipeline, "1", sample, settings, "xgboost")
     port = services.free_port()
     spool = folder / "spool"
-    proc = serving.predictor_process(
+    proc = predictor_server.predictor_process(
         settings,
         port=port,
         payload_dir=payload,

@@ -1,10 +1,10 @@
 """gunicorn settings of the predictor natively (``gunicorn -c python:mlops.core.gunicorn_conf``).
 
-Everything comes from :func:`mlops.core.serving.gunicorn_settings` (bind address and worker count from the
-configuration's ``serving`` section, reload and shutdown hooks); the generated payload's
+Everything comes from :func:`mlops.core.predictor_server.gunicorn_settings` (bind address and worker count
+from the configuration's ``serving`` section, reload and shutdown hooks); the generated payload's
 ``gunicorn.conf.py`` does the same.
 """
 
-from mlops.core import serving
+from mlops.core import predictor_server
 
-globals().update(serving.gunicorn_settings())
+globals().update(predictor_server.gunicorn_settings())

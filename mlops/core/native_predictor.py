@@ -26,9 +26,9 @@ def run_dir(settings: Settings) -> Path:
 
 def start(settings: Settings) -> services.ManagedProcess:
     """Start the predictor (serving's gunicorn process), detached; its pid goes to ``run/predictor.pid``."""
-    from mlops.core import serving  # local import: serving's web stack is only needed to start it
+    from mlops.core import predictor_server  # local import: the web stack is only needed to start it
 
-    proc = serving.predictor_process(settings, log_path=run_dir(settings) / "predictor.log").start()
+    proc = predictor_server.predictor_process(settings, log_path=run_dir(settings) / "predictor.log").start()
     (run_dir(settings) / PID_FILE).write_text(str(proc.pid))
     return proc
 

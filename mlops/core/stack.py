@@ -454,7 +454,7 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     mlflow_url = env["MLOPS_STORES__TRACKING_URI"]
     mlflow = _launch(state, run, mlflow_process(stacked, run, urls, env), mlflow_url, f"{mlflow_url}/health")
 
-    from mlops.core import deploy, orchestration, serving  # local imports: heavy, and only `up` needs them
+    from mlops.core import deploy, orchestration, predictor_server  # local imports: heavy, and only `up` needs them
 
     orchestration.bootstrap(stacked, urls["mage"])
     mage_url = stacked.orchestration.mage_url.rstrip("/")
@@ -467,7 +467,7 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     services.wait_http(f"{mlflow_url}/health", mlflow, timeout=HEALTH_TIMEOUT["mlflow"])
     say(f"mlflow is up at {mlflow_url}")
     deploy.payload_for_champion(stacked)
-    predictor = serving.predictor_process(stacked, log_path=run / "logs" / "predictor.log")
+    predictor = predictor_server.predictor_process(stacked, log_path=run / "logs" / "predictor.log")
     predictor.env.update(env)
     serving_url = stacked.serving.url.rstrip("/")
     _launch(state, run, predictor, serving_url, f"{serving_url}/health")

@@ -22,7 +22,18 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from mlops.core import campaign, config, deploy, monitoring, payload, registry, retrain, services, serving, store
+from mlops.core import (
+    campaign,
+    config,
+    deploy,
+    monitoring,
+    payload,
+    predictor_server,
+    registry,
+    retrain,
+    services,
+    store,
+)
 from mlops.core.predictor_client import PredictorClient
 
 APP = Path(__file__).resolve().parents[2] / "mlops" / "app"
@@ -123,7 +134,7 @@ def app_platform(
         decision = deploy.promote_if_better(app_settings)
         assert decision.action == "promoted", decision
         payload.write_payload(app_settings, served.version)
-        proc = serving.predictor_process(app_settings, log_path=folder / "predictor.log").start()
+        proc = predictor_server.predictor_process(app_settings, log_path=folder / "predictor.log").start()
     try:
         services.wait_http(f"{env['MLOPS_SERVING__URL']}/ready", proc, timeout=120)
         trained_version = registry.version_by_alias(client, settings.training.model_name, registry.CHALLENGER)

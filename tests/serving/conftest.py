@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import requests
 
-from mlops.core import config, data, features, payload, registry, services, serving, training
+from mlops.core import config, data, features, payload, predictor_server, registry, services, training
 
 
 def settings_with(settings: config.Settings, **serving_values: Any) -> config.Settings:
@@ -80,7 +80,7 @@ def start_predictor(
         folder = tmp_path_factory.mktemp("predictor")
         port = services.free_port()
         spool = folder / "spool"
-        proc = serving.predictor_process(
+        proc = predictor_server.predictor_process(
             settings,
             port=port,
             payload_dir=payload_dir,
