@@ -243,7 +243,7 @@ def _slug(text: str) -> str:
 
 
 def report_path(settings: Settings, batch: str, version: str, when: datetime) -> Path:
-    folder = settings.resolve(settings.monitoring.reports_dir)
+    folder = settings.drift_reports_dir
     return folder / f"{_slug(batch)}-v{version}-{when:%Y%m%dT%H%M%S%f}.html"
 
 

@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         log.warning("predictor not ready: %s", not_ready)
     prediction_log = PredictionLog(
         settings.monitoring_db,
-        settings.resolve(settings.serving.spool_dir),
+        settings.spool_dir,
         settings.serving.log_batch_size,
         settings.serving.log_flush_seconds,
     ).start()

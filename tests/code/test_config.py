@@ -34,6 +34,30 @@ def test_relative_sqlite_urls_resolve_against_the_root(tmp_path: Path) -> None:
     )
     assert settings.tracking_uri == f"sqlite:///{tmp_path}/.mlops/mlflow.db"
     assert settings.work_dir == tmp_path / ".mlops"
+    relative = config.load(environ={**BASE, "MLOPS_STORES__MONITORING_DB": "sqlite:///elsewhere/m.db"})
+    assert relative.monitoring_db == f"sqlite:///{config.PACKAGE_ROOT}/elsewhere/m.db"
+
+
+def test_every_store_and_folder_follows_the_work_dir(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    settings = config.load(environ={**BASE, "MLOPS_PATHS__WORK_DIR": str(work)})
+    assert settings.tracking_uri == f"sqlite:///{work}/mlflow.db"
+    assert settings.monitoring_db == f"sqlite:///{work}/monitoring.db"
+    assert settings.artifact_location == (work / "mlartifacts").as_uri()
+    assert settings.spool_dir == work / "spool"
+    assert settings.drift_reports_dir == work / "reports" / "evidently"
+    assert settings.prepared_dir == work / "datasets" / settings.dataset.name
+    assert settings.reports_dir == work / "reports" / settings.dataset.name
+    # a store named explicitly stays where it is named
+    named = config.load(
+        environ={**BASE, "MLOPS_PATHS__WORK_DIR": str(work), "MLOPS_STORES__TRACKING_URI": "http://m:5000"}
+    )
+    assert named.tracking_uri == "http://m:5000"
+
+
+def test_an_override_of_no_section_is_refused_naming_it() -> None:
+    with pytest.raises(config.ConfigError, match=r"MLOPS_TRAINNG__SEED.*no such section"):
+        config.load(environ={**BASE, "MLOPS_TRAINNG__SEED": "1"})
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def runs(settings: config.Settings) -> MageRuns:
 
 
 def mlflow_client(settings: config.Settings) -> MlflowClient:
-    return MlflowClient(tracking_uri=settings.stores.tracking_uri, registry_uri=settings.stores.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def alias_version(settings: config.Settings, alias: str) -> str:

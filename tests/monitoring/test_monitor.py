@@ -147,11 +147,11 @@ def test_a_schema_breaking_batch_fails_clearly_and_writes_nothing(
 ) -> None:
     broken = breakage(data.load_batch(fresh_settings, "summer").head(500).reset_index(drop=True))
     before = counts(fresh_settings)
-    reports = set(fresh_settings.resolve(fresh_settings.monitoring.reports_dir).glob("*.html"))
+    reports = set(fresh_settings.drift_reports_dir.glob("*.html"))
     with pytest.raises(monitoring.MonitorInputError, match=message):
         monitoring.monitor(fresh_settings, batch="broken", frame=broken)
     assert counts(fresh_settings) == before
-    assert set(fresh_settings.resolve(fresh_settings.monitoring.reports_dir).glob("*.html")) == reports
+    assert set(fresh_settings.drift_reports_dir.glob("*.html")) == reports
 
 
 def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: config.Settings) -> None:
@@ -182,8 +182,8 @@ def test_a_window_of_the_log_is_monitored_through_mage(
     """The pipeline, not only the function: Mage failed reading back a block output holding None (#12, 6)."""
     now = datetime.now(UTC)
     log_predictions(fresh_settings, data.load_batch(fresh_settings, "summer").head(300), champion, now)
-    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.stores.monitoring_db)
-    monkeypatch.setenv("MLOPS_MONITORING__REPORTS_DIR", str(fresh_settings.monitoring.reports_dir))
+    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.monitoring_db)
+    monkeypatch.setenv("MLOPS_MONITORING__REPORTS_DIR", str(fresh_settings.drift_reports_dir))
     store.migrate(fresh_settings.monitoring_db)
     before = counts(fresh_settings)
     window = {

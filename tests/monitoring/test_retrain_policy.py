@@ -104,7 +104,7 @@ def test_a_trigger_body_cannot_choose_the_configuration(
     chosen = yaml.safe_load((config.PACKAGE_ROOT / "configs" / "bank_marketing.yaml").read_text())
     chosen["stores"]["monitoring_db"] = f"sqlite:///{elsewhere}"
     (tmp_path / "chosen.yaml").write_text(yaml.safe_dump(chosen))
-    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.stores.monitoring_db)  # the server's own
+    monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.monitoring_db)  # the server's own
     body = webhook("webhook-firing.json")
     body["alerts"][0]["fingerprint"] = "config-in-the-body"
     receive_alert(**body, config=str(tmp_path / "chosen.yaml"))
