@@ -38,7 +38,7 @@ test-fast: setup  ## the tests that need no PostgreSQL, MLflow or Mage (under a 
 	MLOPS_TEST_FAIL_ON_SKIP=1 $(BIN)/pytest -q -m "not postgres and not mlflow and not mage and not slow" --ignore=tests/compose
 
 compose-env:  ## write .env for docker compose from .env.example, generating every empty secret (never overwrites one)
-	$(PYTHON) -m mlops.core.compose_env
+	$(PYTHON) -m mlops.core.platform.compose_env
 
 stack-images: setup  ## a Docker engine (started if none answers), base images (offline stand-ins if none can be pulled), every image
 	$(BIN)/python -m mlops images
@@ -53,8 +53,8 @@ chromium:  ## Debian's Chromium, which Playwright drives headless (it cannot dow
 image-requirements: setup  ## images/*/requirements.txt from uv.lock (tests/stack checks they are current)
 	$(EXPORT) --extra orchestration -o images/mage/requirements.txt
 	$(EXPORT) --extra app -o images/streamlit/requirements.txt
-	$(BIN)/python -m mlops.core.payload requirements > images/predictor/requirements.txt
-	$(BIN)/python -m mlops.core.payload mlflow-server > images/mlflow/requirements.txt
+	$(BIN)/python -m mlops.core.serving.payload requirements > images/predictor/requirements.txt
+	$(BIN)/python -m mlops.core.serving.payload mlflow-server > images/mlflow/requirements.txt
 
 lint: setup
 	$(BIN)/ruff check mlops tests benchmarks

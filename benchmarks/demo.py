@@ -3,7 +3,7 @@
 Clones the committed ``HEAD`` into a fresh folder beside this checkout (so the Makefile finds the shared
 dataset the same way), runs ``make demo`` there as a new user would (its ``make setup`` included), and
 records the wall time, the demo's own stage times (its ``demo.json``), and ``noise_lines``: output lines that
-come from a library's logging, warnings or progress bars (:func:`mlops.core.demo.library_noise`). The predictor
+come from a library's logging, warnings or progress bars (:func:`mlops.core.platform.demo.library_noise`). The predictor
 the demo leaves running is stopped with ``python -m mlops down`` and the clone is removed.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mlops.core import reporting
-from mlops.core.demo import REPORT, library_noise
+from mlops.core.platform.demo import REPORT, library_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "demo.json"

@@ -20,7 +20,9 @@ from rich.table import Table
 from sklearn.model_selection import StratifiedKFold
 
 from benchmarks import write_result
-from mlops.core import config, data, evaluation, features, training
+from mlops.core import config
+from mlops.core.data import features, preparation
+from mlops.core.training import evaluation, tuning
 
 FOLDS = 5
 
@@ -28,31 +30,31 @@ FOLDS = 5
 def fit_score(
     settings: config.Settings, family: str, params: dict[str, Any], train: pd.DataFrame, scored: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
-    pipeline = training.build(family, params, settings)
-    pipeline.fit(features.normalise(train, settings.dataset), data.labels(train, settings))
+    pipeline = tuning.build(family, params, settings)
+    pipeline.fit(features.normalise(train, settings.dataset), preparation.labels(train, settings))
     proba = pipeline.predict_proba(features.normalise(scored, settings.dataset))[:, 1]
-    return data.labels(scored, settings), proba
+    return preparation.labels(scored, settings), proba
 
 
 def main() -> dict[str, Any]:
     console = Console()
     settings = config.load()
-    raw = data.load_raw(settings, allow_download=False)
-    parts = data.split(raw, settings)
+    raw = preparation.load_raw(settings, allow_download=False)
+    parts = preparation.split(raw, settings)
     X = {n: features.normalise(getattr(parts, n), settings.dataset) for n in ("train", "validation")}
-    y = {n: data.labels(getattr(parts, n), settings) for n in ("train", "validation")}
+    y = {n: preparation.labels(getattr(parts, n), settings) for n in ("train", "validation")}
 
     started = time.perf_counter()
     searches = {}
     for family in settings.training.families:
         console.print(f"tuning {family} (budget {settings.training.search.time_budget_seconds:.0f} s)")
-        searches[family] = training.tune(family, X["train"], y["train"], X["validation"], y["validation"], settings)
+        searches[family] = tuning.tune(family, X["train"], y["train"], X["validation"], y["validation"], settings)
     chosen = max(searches, key=lambda f: searches[f].best_value)
     params = searches[chosen].params
     console.print(f"chosen: {chosen} {params}")
 
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=settings.training.seed)
-    labels_all = data.labels(raw, settings)
+    labels_all = preparation.labels(raw, settings)
     cv: list[dict[str, float]] = []
     for k, (train_idx, test_idx) in enumerate(folds.split(raw, labels_all), start=1):
         y_true, proba = fit_score(settings, chosen, params, raw.iloc[train_idx], raw.iloc[test_idx])

@@ -22,7 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import alerting, config, data, deploy, monitoring, retrain, training
+from mlops.core import config
+from mlops.core.data import preparation
+from mlops.core.lifecycle import deploy, retrain
+from mlops.core.monitoring import alerting, drift_metrics
+from mlops.core.training import tuning
 
 WEBHOOK = Path(__file__).resolve().parents[2] / "shared" / "grafana" / "webhook-firing.json"
 
@@ -50,13 +54,13 @@ def main() -> dict[str, Any]:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="retrain_gain-") as tmp:
         settings = isolated_settings(Path(tmp))
-        data.persist(data.split(data.load_raw(settings, allow_download=False), settings), settings)
+        preparation.persist(preparation.split(preparation.load_raw(settings, allow_download=False), settings), settings)
         started = time.perf_counter()
-        stale = training.train(settings, data.load_splits(settings), console).registered.version
+        stale = tuning.train(settings, preparation.load_splits(settings), console).registered.version
         deploy.promote_if_better(settings)
         train_seconds = time.perf_counter() - started
 
-        monitored = {name: monitoring.monitor(settings, batch=name) for name in ("summer", "fall")}
+        monitored = {name: drift_metrics.monitor(settings, batch=name) for name in ("summer", "fall")}
         alert = alerting.evaluate(settings)
 
         started = time.perf_counter()
@@ -65,7 +69,7 @@ def main() -> dict[str, Any]:
         promotion = deploy.promote_if_better(settings, retrained.holdout)
         retrain_seconds = time.perf_counter() - started
 
-        fall = data.load_batch(settings, "fall")
+        fall = preparation.load_batch(settings, "fall")
         assert retrained.version is not None
         scores = {
             name: deploy.evaluate_version(settings, v, fall)

@@ -19,7 +19,10 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from benchmarks import write_result
-from mlops.core import config, data, features, reporting, scoring, training
+from mlops.core import config, reporting
+from mlops.core.data import features, preparation
+from mlops.core.serving import scoring
+from mlops.core.training import tuning
 
 PARAMS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"C": 1.0},
@@ -44,16 +47,16 @@ def per_record_ms(predict: Any, records: list[dict[str, Any]]) -> list[float]:
 def main() -> dict[str, Any]:
     console = reporting.console()
     settings = config.load()
-    raw = data.load_raw(settings, allow_download=False)
+    raw = preparation.load_raw(settings, allow_download=False)
     split = settings.dataset.split
     reference = raw[raw[split.column].isin(split.reference)] if split.strategy == "column" else raw
-    X, y = features.normalise(reference, settings.dataset), data.labels(reference, settings)
+    X, y = features.normalise(reference, settings.dataset), preparation.labels(reference, settings)
     records = scoring.frame_records(raw.sample(WARM_UP + TIMED, random_state=0), settings.dataset.features)
     threadpool_limits(limits=1)  # as each predictor worker runs
     results: dict[str, Any] = {}
     for family, params in PARAMS.items():
         console.print(f"{family}: fitting and timing")
-        pipeline = training.build(family, params, settings).fit(X, y)
+        pipeline = tuning.build(family, params, settings).fit(X, y)
         estimator = pipeline[-1]
         if "n_jobs" in estimator.get_params():
             estimator.set_params(n_jobs=1)

@@ -44,19 +44,12 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import (
-    config,
-    data,
-    features,
-    predictor_server,
-    registry,
-    schema,
-    scoring,
-    services,
-    store,
-    training,
-)
-from mlops.core.model_card import MODEL_JSON, ModelCard
+from mlops.core import config, services
+from mlops.core.data import features, preparation, schema
+from mlops.core.monitoring import store
+from mlops.core.serving import predictor_server, scoring
+from mlops.core.serving.model_card import MODEL_JSON, ModelCard
+from mlops.core.training import registry, tuning
 
 SINGLE_REQUESTS = 400
 THROUGHPUT_SECONDS = 10.0
@@ -300,11 +293,11 @@ def batch(
 
 
 def prepare_model(settings: config.Settings, folder: Path) -> tuple[Any, pd.DataFrame, Path]:
-    raw = data.load_raw(settings, allow_download=False)
+    raw = preparation.load_raw(settings, allow_download=False)
     split = settings.dataset.split
     reference = raw[raw[split.column].isin(split.reference)] if split.strategy == "column" else raw
     X = features.normalise(reference, settings.dataset)
-    pipeline = training.build("xgboost", XGB_PARAMS, settings).fit(X, data.labels(reference, settings))
+    pipeline = tuning.build("xgboost", XGB_PARAMS, settings).fit(X, preparation.labels(reference, settings))
     model_dir = folder / "payload" / "model-1"
     mlflow.sklearn.save_model(
         pipeline,

@@ -35,18 +35,12 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import write_result
-from mlops.core import (
-    config,
-    data,
-    deploy,
-    features,
-    monitoring,
-    prediction_log,
-    predictor_server,
-    services,
-    store,
-    training,
-)
+from mlops.core import config, services
+from mlops.core.data import features, preparation
+from mlops.core.lifecycle import deploy
+from mlops.core.monitoring import drift_metrics, store
+from mlops.core.serving import prediction_log, predictor_server
+from mlops.core.training import tuning
 from mlops.testing.drills import (
     ThrowawayPostgres,
     fuzz,
@@ -126,7 +120,7 @@ def mlflow_down(predictor: str, settings: config.Settings, records: list[dict[st
 
 def monitoring_drills(settings: config.Settings, frame: pd.DataFrame) -> dict[str, Any]:
     store.migrate(settings.monitoring_db)
-    batches = data.batches_dir(settings)
+    batches = preparation.batches_dir(settings)
     batches.mkdir(parents=True, exist_ok=True)
     whole = batches / "whole.parquet"
     frame.head(2000).to_parquet(whole, index=False)
@@ -145,16 +139,16 @@ def monitoring_drills(settings: config.Settings, frame: pd.DataFrame) -> dict[st
 
     before = counts()
     try:
-        monitoring.monitor(settings, batch="truncated")
+        drift_metrics.monitor(settings, batch="truncated")
         truncated = "monitor accepted a truncated file"
-    except monitoring.MonitorInputError as exc:
+    except drift_metrics.MonitorInputError as exc:
         truncated = str(exc)[:200]
-    refused = monitoring.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]
-    result = monitoring.MonitorResult(
+    refused = drift_metrics.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]
+    result = drift_metrics.MonitorResult(
         "half-written", "m", "1", 10, 0, 0.0, False, 0.01, "wasserstein", 0.0, [refused], "file:///nowhere.html"
     )
     try:
-        monitoring.write(settings, result, datetime.now(UTC))
+        drift_metrics.write(settings, result, datetime.now(UTC))
         half = "the write succeeded"
     except sa.exc.IntegrityError:
         half = "refused by the database, rolled back"
@@ -179,10 +173,10 @@ def main() -> dict[str, Any]:
         "MLOPS_SECRETS__RELOAD_TOKEN": token,
     }
     settings = config.load(environ=env)
-    frame = data.load_raw(settings, allow_download=False)
+    frame = preparation.load_raw(settings, allow_download=False)
     sample = frame.sample(8000, random_state=7).reset_index(drop=True)
-    pipeline = training.build("xgboost", {"n_estimators": 60, "max_depth": 4}, settings)
-    pipeline.fit(features.normalise(sample, settings.dataset), data.labels(sample, settings))
+    pipeline = tuning.build("xgboost", {"n_estimators": 60, "max_depth": 4}, settings)
+    pipeline.fit(features.normalise(sample, settings.dataset), preparation.labels(sample, settings))
     payload = write_local_payload(folder / "payload", pipeline, "1", sample, settings, "xgboost")
     port = services.free_port()
     spool = folder / "spool"

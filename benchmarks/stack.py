@@ -21,7 +21,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from mlops.core import container_engine, reporting
+from mlops.core import reporting
+from mlops.core.platform import container_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "stack.json"

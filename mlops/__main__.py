@@ -1,3 +1,3 @@
-from mlops.core.cli import main
+from mlops.core.platform.cli import main
 
 raise SystemExit(main())

@@ -5,7 +5,7 @@ set -eu
 
 # Mage's migrations on MAGE_DATABASE_CONNECTION_URL, then the retrain pipeline's API trigger with its
 # pinned id (orchestration.retrain_schedule_id) and token (MLOPS_SECRETS__RETRAIN_TOKEN), which Grafana calls
-python -m mlops.core.orchestration bootstrap
+python -m mlops.core.platform.orchestration bootstrap
 
-# Mage's own CLI, with its process queue's enqueue races closed (see mlops/core/mage_launcher.py)
-exec python -m mlops.core.mage_launcher start mlops --host 0.0.0.0 --port 6789
+# Mage's own CLI, with its process queue's enqueue races closed (see mlops/core/platform/mage_launcher.py)
+exec python -m mlops.core.platform.mage_launcher start mlops --host 0.0.0.0 --port 6789

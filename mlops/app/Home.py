@@ -3,7 +3,7 @@
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core import insights
+from mlops.core.monitoring import insights
 
 settings = ui.setup()
 words = settings.presentation

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from mlops.core import config, insights
-from mlops.core.predictor_client import PredictorClient, PredictorUnavailable
+from mlops.core import config
+from mlops.core.monitoring import insights
+from mlops.core.serving.predictor_client import PredictorClient, PredictorUnavailable
 
 # A page should say "MLflow is down" in seconds, not after MLflow's default of 7 retries with back-off.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

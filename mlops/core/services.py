@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-from mlops.core import store
+from mlops.core.monitoring import store
 
 VENV_BIN = Path(sys.executable).parent
 

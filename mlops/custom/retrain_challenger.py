@@ -1,6 +1,7 @@
 """retrain: train a new `challenger` on the reference plus the labeled batches (only if the alert decided so)."""
 
-from mlops.core import config, retrain
+from mlops.core import config
+from mlops.core.lifecycle import retrain
 
 if "custom" not in globals():
     from mage_ai.data_preparation.decorators import custom

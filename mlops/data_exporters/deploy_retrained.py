@@ -1,6 +1,8 @@
 """retrain: run the deploy pipeline on the common holdout; it promotes the new version only if it is better."""
 
-from mlops.core import config, orchestration, retrain
+from mlops.core import config
+from mlops.core.lifecycle import retrain
+from mlops.core.platform import orchestration
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter

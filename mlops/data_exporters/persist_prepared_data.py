@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from mlops.core import config, data, reporting
+from mlops.core import config, reporting
+from mlops.core.data import preparation
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -11,9 +12,9 @@ if "data_exporter" not in globals():
 @data_exporter
 def persist_prepared_data(raw: pd.DataFrame, leakage_report: pd.DataFrame, *args, **kwargs) -> dict:
     settings = config.load()
-    parts = data.split(raw, settings)
-    folder = data.persist(parts, settings)
-    report = data.data_report(parts, settings)
+    parts = preparation.split(raw, settings)
+    folder = preparation.persist(parts, settings)
+    report = preparation.data_report(parts, settings)
     reporting.write_json(folder / "data_report.json", report)
     reporting.write_json(folder / "leakage_report.json", leakage_report.to_dict("records"))
     reporting.show(reporting.data_table(report))

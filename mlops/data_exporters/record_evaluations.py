@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from mlops.core import config, model_testing, reporting
+from mlops.core import config, reporting
+from mlops.core.lifecycle import model_testing
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter

@@ -1,6 +1,7 @@
 """deploy: write the predictor payload for the current champion (unchanged if it already serves it)."""
 
-from mlops.core import config, deploy
+from mlops.core import config
+from mlops.core.lifecycle import deploy
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from mlops.core import config, model_testing
+from mlops.core import config
+from mlops.core.lifecycle import model_testing
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from mlops.core import config, data
+from mlops.core import config
+from mlops.core.data import preparation
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader
@@ -10,4 +11,4 @@ if "data_loader" not in globals():
 
 @data_loader
 def load_raw_dataset(*args, **kwargs) -> pd.DataFrame:
-    return data.load_raw(config.load())
+    return preparation.load_raw(config.load())

@@ -1,6 +1,7 @@
 """retrain: record every alert of Grafana's webhook body; decide whether a new firing alert starts a retrain."""
 
-from mlops.core import config, retrain
+from mlops.core import config
+from mlops.core.lifecycle import retrain
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader

@@ -29,7 +29,9 @@ import psutil
 import requests
 import sqlalchemy as sa
 
-from mlops.core import config, services, stack, store
+from mlops.core import config, services
+from mlops.core.monitoring import store
+from mlops.core.platform import stack
 
 # ---- a PostgreSQL we may stop ----------------------------------------------------------------------------
 

@@ -20,7 +20,11 @@ from typing import Any
 import requests
 import yaml
 
-from mlops.core import alerting, config, data, native_predictor, orchestration, scoring, services
+from mlops.core import config, services
+from mlops.core.data import preparation
+from mlops.core.monitoring import alerting
+from mlops.core.platform import orchestration
+from mlops.core.serving import native_predictor, scoring
 from mlops.testing.tables import Table
 
 # Small budgets: the matrix runs every table in the suite on two cores.
@@ -167,7 +171,7 @@ def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[
         return run
 
     def one_request(_: Path) -> tuple[bool, str]:
-        batch = data.load_batch(settings, data.batch_names(settings)[0])
+        batch = preparation.load_batch(settings, preparation.batch_names(settings)[0])
         record = scoring.frame_records(batch.head(1), settings.dataset.features)[0]
         answer = requests.post(f"{settings.serving.url}/predict", json=record, timeout=30)
         body = answer.json()
@@ -182,7 +186,7 @@ def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[
         if stage("deploy", pipeline("deploy")):
             stage("request", one_request)
         stage("test", pipeline("test"))
-        stage("monitor batch", pipeline("monitor", {"batch": data.batch_names(settings)[0]}))
+        stage("monitor batch", pipeline("monitor", {"batch": preparation.batch_names(settings)[0]}))
         window = {"window_start": started_at.isoformat(), "window_end": datetime.now(UTC).isoformat()}
         stage("monitor window", pipeline("monitor", window))
         stage("retrain by hand", pipeline("retrain"))
@@ -195,7 +199,8 @@ def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[
 
 
 def champion_summary(settings: config.Settings) -> dict[str, Any]:
-    from mlops.core import deploy, registry
+    from mlops.core.lifecycle import deploy
+    from mlops.core.training import registry
 
     version = deploy.champion_version(settings)
     if version is None:
@@ -210,6 +215,6 @@ def champion_summary(settings: config.Settings) -> dict[str, Any]:
 
 def retrain_outcomes(settings: config.Settings) -> list[dict[str, Any]]:
     """What retrain recorded for each request (by hand or an alert), oldest first."""
-    from mlops.core import retrain
+    from mlops.core.lifecycle import retrain
 
     return [{key: row[key] for key in ("status", "action", "outcome")} for row in retrain.alerts(settings)]

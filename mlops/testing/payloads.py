@@ -1,6 +1,6 @@
 """A predictor payload for a pipeline fitted in a test or a benchmark, in the layout deploy writes.
 
-Deploy writes the champion's payload from the registry (``mlops.core.payload``); a drill or a test that
+Deploy writes the champion's payload from the registry (``mlops.core.serving.payload``); a drill or a test that
 needs a second model, or another family, fits one in seconds and writes it here: the model directory as
 MLflow saves it, then ``model.json``, written last and atomically, as the predictor expects.
 """
@@ -14,8 +14,10 @@ from typing import Any
 import mlflow.sklearn
 import pandas as pd
 
-from mlops.core import config, registry, schema
-from mlops.core.model_card import MODEL_JSON, ModelCard
+from mlops.core import config
+from mlops.core.data import schema
+from mlops.core.serving.model_card import MODEL_JSON, ModelCard
+from mlops.core.training import registry
 
 
 def write_local_payload(

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from mlops.core import config, data, leakage, reporting
+from mlops.core import config, reporting
+from mlops.core.data import leakage, preparation
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -11,7 +12,7 @@ if "transformer" not in globals():
 @transformer
 def check_leakage(raw: pd.DataFrame, *args, **kwargs) -> pd.DataFrame:
     settings = config.load()
-    reference, _ = data.partition(raw, settings)
+    reference, _ = preparation.partition(raw, settings)
     results = leakage.check(reference, settings)
     records = leakage.as_records(results)
     reporting.show(reporting.leakage_table(records, settings.dataset.leakage.max_single_feature_auc))

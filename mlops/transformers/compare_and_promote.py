@@ -1,6 +1,7 @@
 """deploy: compare @challenger with @champion on the same held-out data; promote only if it is better."""
 
-from mlops.core import config, deploy
+from mlops.core import config
+from mlops.core.lifecycle import deploy
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer

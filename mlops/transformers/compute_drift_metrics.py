@@ -3,7 +3,8 @@
 A transformer, not a `custom` block: Mage's in-process execute_sync skips a custom root block silently.
 """
 
-from mlops.core import config, monitoring
+from mlops.core import config
+from mlops.core.monitoring import drift_metrics
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -12,5 +13,5 @@ if "transformer" not in globals():
 @transformer
 def compute_drift_metrics(*args, **kwargs) -> dict:
     settings = config.load()
-    result = monitoring.monitor_from_variables(settings, kwargs)
+    result = drift_metrics.monitor_from_variables(settings, kwargs)
     return result.summary()

@@ -5,7 +5,9 @@ A transformer, not a `custom` block: Mage's in-process execute_sync skips a cust
 
 import pandas as pd
 
-from mlops.core import config, data, training
+from mlops.core import config
+from mlops.core.data import preparation
+from mlops.core.training import tuning
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -14,5 +16,5 @@ if "transformer" not in globals():
 @transformer
 def train_models(*args, **kwargs) -> pd.DataFrame:
     settings = config.load()
-    result = training.train(settings, data.load_splits(settings))
+    result = tuning.train(settings, preparation.load_splits(settings))
     return result.leaderboard.assign(registered_version=result.registered.version)

@@ -22,19 +22,12 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from mlops.core import (
-    campaign,
-    config,
-    deploy,
-    monitoring,
-    payload,
-    predictor_server,
-    registry,
-    retrain,
-    services,
-    store,
-)
-from mlops.core.predictor_client import PredictorClient
+from mlops.core import config, services
+from mlops.core.lifecycle import campaign, deploy, retrain
+from mlops.core.monitoring import drift_metrics, store
+from mlops.core.serving import payload, predictor_server
+from mlops.core.serving.predictor_client import PredictorClient
+from mlops.core.training import registry
 
 APP = Path(__file__).resolve().parents[2] / "mlops" / "app"
 PAGES = {
@@ -144,7 +137,7 @@ def app_platform(
             client, trained_version.source, name, dict(trained_version.tags), alias=registry.CHALLENGER
         )
         for batch in app_settings.dataset.split.batches:
-            monitoring.monitor(app_settings, batch=batch)
+            drift_metrics.monitor(app_settings, batch=batch)
         alert = retrain.receive(app_settings, FIRING)
         retrain.record_outcome(app_settings, alert.alert_id, "received by the app tests; no retrain was run")
         predictor = PredictorClient(env["MLOPS_SERVING__URL"], timeout=60)

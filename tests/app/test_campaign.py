@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlops.core import campaign, insights
+from mlops.core.lifecycle import campaign
+from mlops.core.monitoring import insights
 
 # 10 clients, 2 subscribers; the model ranks them 1st and 4th.
 Y = np.array([1, 0, 0, 1, 0, 0, 0, 0, 0, 0])

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mlops.core import campaign, insights
+from mlops.core.lifecycle import campaign
+from mlops.core.monitoring import insights
 from tests.app.conftest import LOGGED_RECORDS, AppPlatform, page
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.mage, pytest.mark.slow]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from mlops.core import config, families, features, registry
+from mlops.core import config, families
+from mlops.core.data import features
+from mlops.core.training import registry
 
 
 def test_an_unknown_family_is_refused_naming_the_known_ones() -> None:

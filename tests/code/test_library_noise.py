@@ -1,6 +1,6 @@
 """What counts as library noise in the demo's output (the demo's own test requires none of it)."""
 
-from mlops.core.demo import library_noise
+from mlops.core.platform.demo import library_noise
 
 NOISE = [
     "WARNING:traitlets:Message signing is disabled.  This is insecure and not recommended!",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.core.model_card import MODEL_JSON, ModelCard, ModelCardError, ServedModel
+from mlops.core.serving.model_card import MODEL_JSON, ModelCard, ModelCardError, ServedModel
 
 SCHEMA = {"features": ["age", "job"], "numerical": {}, "categorical": {}}
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mlops.core.request_validation import RecordValidator, RequestError
-from mlops.core.schema import CategoricalFeature, FeatureSchema, NumericalFeature
+from mlops.core.data.schema import CategoricalFeature, FeatureSchema, NumericalFeature
+from mlops.core.serving.request_validation import RecordValidator, RequestError
 
 SCHEMA = FeatureSchema(
     numerical={"visits": NumericalFeature(0, 40, 3, nullable=False, integer=True)},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import store
+from mlops.core.monitoring import store
 
 
 def count(url: str) -> int:

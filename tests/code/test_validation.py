@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.core import config, validation
-from mlops.core.validation import DataValidationError
+from mlops.core import config
+from mlops.core.data import validation
+from mlops.core.data.validation import DataValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

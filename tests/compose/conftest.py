@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from mlops.core import compose_stack, container_engine
-from mlops.core.compose_stack import ComposeStack
-from mlops.core.container_engine import Engine
+from mlops.core.platform import compose_stack, container_engine
+from mlops.core.platform.compose_stack import ComposeStack
+from mlops.core.platform.container_engine import Engine
 from tests.conftest import bank_csv_path
 
 HERE = Path(__file__).resolve().parent

@@ -22,9 +22,10 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mlops.core import alerting, config, services, store
-from mlops.core.compose_stack import ComposeStack, MageRuns, trigger_webhook
-from mlops.core.container_engine import Engine
+from mlops.core import config, services
+from mlops.core.monitoring import alerting, store
+from mlops.core.platform.compose_stack import ComposeStack, MageRuns, trigger_webhook
+from mlops.core.platform.container_engine import Engine
 from mlops.testing.drills import logged_rows
 from tests.conftest import bank_csv_path
 

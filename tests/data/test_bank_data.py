@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.core import config, data, leakage
+from mlops.core import config
+from mlops.core.data import leakage, preparation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,11 +19,11 @@ def bank_settings(bank_csv: Path) -> config.Settings:
 
 @pytest.fixture(scope="module")
 def raw(bank_settings: config.Settings) -> pd.DataFrame:
-    return data.load_raw(bank_settings, allow_download=False)
+    return preparation.load_raw(bank_settings, allow_download=False)
 
 
 def test_leakage_check_flags_duration_on_its_own_score(raw: pd.DataFrame, bank_settings: config.Settings) -> None:
-    reference, _ = data.partition(raw, bank_settings)
+    reference, _ = preparation.partition(raw, bank_settings)
     results = {r.column: r for r in leakage.check(reference, bank_settings)}
     duration = results["duration"]
     assert duration.single_feature_auc > bank_settings.dataset.leakage.max_single_feature_auc
@@ -39,13 +40,13 @@ def test_leakage_check_fails_when_duration_is_a_feature(raw: pd.DataFrame, bank_
             "MLOPS_DATASET__NUMERICAL": "[age, balance, day_of_week, duration, campaign, pdays, previous]",
         }
     )
-    reference, _ = data.partition(raw, leaky)
+    reference, _ = preparation.partition(raw, leaky)
     with pytest.raises(leakage.LeakageError, match="duration"):
         leakage.enforce(leakage.check(reference, leaky))
 
 
 def test_splits_do_not_overlap_and_keep_seasons_apart(raw: pd.DataFrame, bank_settings: config.Settings) -> None:
-    parts = data.split(raw.assign(row_id=range(len(raw))), bank_settings)
+    parts = preparation.split(raw.assign(row_id=range(len(raw))), bank_settings)
     ids = {name: set(frame["row_id"]) for name, frame in parts.frames().items()}
     names = list(ids)
     for i, a in enumerate(names):
@@ -61,15 +62,15 @@ def test_splits_do_not_overlap_and_keep_seasons_apart(raw: pd.DataFrame, bank_se
 
 
 def test_reference_split_is_stratified(raw: pd.DataFrame, bank_settings: config.Settings) -> None:
-    parts = data.split(raw, bank_settings)
-    rates = [data.labels(getattr(parts, n), bank_settings).mean() for n in data.SPLITS]
+    parts = preparation.split(raw, bank_settings)
+    rates = [preparation.labels(getattr(parts, n), bank_settings).mean() for n in preparation.SPLITS]
     assert max(rates) - min(rates) < 0.002
     assert len(parts.train) + len(parts.validation) + len(parts.test) == 21_441
 
 
 def test_prepare_writes_parquet_and_reports(prepared: object, settings: config.Settings) -> None:
     folder = settings.prepared_dir
-    for name in data.SPLITS:
+    for name in preparation.SPLITS:
         assert (folder / f"{name}.parquet").is_file()
     assert sorted(p.stem for p in (folder / "batches").glob("*.parquet")) == ["fall", "summer"]
     report = json.loads((folder / "data_report.json").read_text())
@@ -77,13 +78,13 @@ def test_prepare_writes_parquet_and_reports(prepared: object, settings: config.S
     assert report["parts"]["train"]["missing_share"]["poutcome"] > 0.5
     leak = json.loads((folder / "leakage_report.json").read_text())
     assert leak[0]["column"] == "duration" and leak[0]["flagged"]
-    train = data.load_split(settings, "train")
+    train = preparation.load_split(settings, "train")
     assert train["age"].dtype == "float64" and train["job"].isna().any()
 
 
 def test_an_empty_column_scores_as_uninformative_not_a_crash(raw: pd.DataFrame, bank_settings: config.Settings) -> None:
     """A CSV whose header ends in ",," has columns with no value at all (#12, 2)."""
-    reference, _ = data.partition(raw, bank_settings)
+    reference, _ = preparation.partition(raw, bank_settings)
     reference = reference.assign(empty_number=float("nan"), empty_text=None)
     excluded = {
         **bank_settings.dataset.excluded,

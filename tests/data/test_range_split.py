@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops.core import config, data
+from mlops.core import config
+from mlops.core.data import preparation
 
 
 def dated_table(rows: int = 2 * 366, seed: int = 5) -> pd.DataFrame:
@@ -53,16 +54,16 @@ def test_reference_up_to_a_date_and_one_batch_per_month_after_it(tmp_path: Path)
         {"strategy": "range", "column": "signed_up", "reference": {"end": "2024-10-01"}, "batch_period": "month"},
     )
     frame = dated_table()
-    reference, batches = data.partition(frame, settings)
+    reference, batches = preparation.partition(frame, settings)
     assert list(batches) == ["2024-10", "2024-11", "2024-12"]
     assert pd.to_datetime(reference["signed_up"]).max() == pd.Timestamp("2024-09-30")
     assert len(batches["2024-10"]) == 2 * 31 and len(batches["2024-11"]) == 2 * 30
     assert len(reference) + sum(len(b) for b in batches.values()) == len(frame)
-    data.persist(data.split(frame, settings), settings)
+    preparation.persist(preparation.split(frame, settings), settings)
     holdout = settings.prepared_dir / "batches" / "2024-10.holdout.parquet"  # retrain writes such files beside
     batches["2024-10"].to_parquet(holdout)
-    assert data.batch_names(settings) == ["2024-10", "2024-11", "2024-12"]  # what prepare wrote, no more
-    assert len(data.load_batch(settings, "2024-12")) == 2 * 31
+    assert preparation.batch_names(settings) == ["2024-10", "2024-11", "2024-12"]  # what prepare wrote, no more
+    assert len(preparation.load_batch(settings, "2024-12")) == 2 * 31
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_reference_up_to_a_date_and_one_batch_per_month_after_it(tmp_path: Path)
 )
 def test_every_calendar_period_names_its_batches(tmp_path: Path, period: str, first: str) -> None:
     split = {"strategy": "range", "column": "signed_up", "reference": {"end": "2024-10-01"}, "batch_period": period}
-    _, batches = data.partition(dated_table(), settings_for(tmp_path, split))
+    _, batches = preparation.partition(dated_table(), settings_for(tmp_path, split))
     assert next(iter(batches)) == first
 
 
@@ -83,7 +84,7 @@ def test_explicit_date_ranges_from_yaml_dates_and_zoned_timestamps(tmp_path: Pat
     assert isinstance(settings.dataset.split.batches["q3"], config.Range)
     frame = dated_table()
     frame["signed_up"] = frame["signed_up"] + "T12:00:00+02:00"  # an ISO timestamp with its zone
-    reference, batches = data.partition(frame, settings)
+    reference, batches = preparation.partition(frame, settings)
     assert len(batches["q3"]) == 2 * 92 and len(batches["q4"]) == 2 * 92
     assert len(reference) == len(frame) - 4 * 92
 
@@ -96,7 +97,7 @@ def test_ranges_on_a_number_column(tmp_path: Path) -> None:
         "batches": {"high": {"start": 0.5, "end": 1.5}, "highest": {"start": 1.5}},
     }
     frame = dated_table()
-    reference, batches = data.partition(frame, settings_for(tmp_path, split))
+    reference, batches = preparation.partition(frame, settings_for(tmp_path, split))
     assert reference["score"].max() < 0.5 <= batches["high"]["score"].min()
     assert batches["highest"]["score"].min() >= 1.5
     assert len(reference) + len(batches["high"]) + len(batches["highest"]) == len(frame)
@@ -125,4 +126,4 @@ def test_a_split_that_cannot_work_is_refused_with_the_reason(
 def test_a_column_of_neither_dates_nor_numbers_is_named(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, {"strategy": "range", "column": "plan", "reference": {"end": "2024-10-01"}})
     with pytest.raises(ValueError, match="split column 'plan': no value reads as a date or a number"):
-        data.partition(dated_table(), settings)
+        preparation.partition(dated_table(), settings)

@@ -13,8 +13,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from mlops.core import services, store
-from mlops.core.demo import library_noise
+from mlops.core import services
+from mlops.core.monitoring import store
+from mlops.core.platform.demo import library_noise
 from tests.conftest import run_cli as mlops
 
 pytestmark = [pytest.mark.slow, pytest.mark.mage]

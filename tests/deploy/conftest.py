@@ -17,7 +17,9 @@ from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
-from mlops.core import config, data, features, registry, schema
+from mlops.core import config
+from mlops.core.data import features, preparation, schema
+from mlops.core.training import registry
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,8 @@ def register_trained(
 def register_useless(client: MlflowClient, scenario_settings: config.Settings) -> Callable[[], str]:
     """Register a pipeline whose model predicts the base rate for everyone (ROC-AUC 0.5)."""
     cfg = scenario_settings
-    train = data.load_split(cfg, "train")
-    X, y = features.normalise(train, cfg.dataset), data.labels(train, cfg)
+    train = preparation.load_split(cfg, "train")
+    X, y = features.normalise(train, cfg.dataset), preparation.labels(train, cfg)
 
     def register() -> str:
         pipeline = Pipeline(

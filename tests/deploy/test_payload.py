@@ -14,7 +14,10 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, data, features, payload, registry, schema, services
+from mlops.core import config, services
+from mlops.core.data import features, preparation, schema
+from mlops.core.serving import payload
+from mlops.core.training import registry
 from tests.deploy.conftest import payload_folder
 
 CONTRACT_KEYS = {
@@ -42,8 +45,10 @@ def test_the_payload_layout_is_complete(written: tuple[Path, str]) -> None:
     names = {p.name for p in folder.iterdir()}
     assert {"model.json", f"model-{version}", "Dockerfile", "requirements.txt", "gunicorn.conf.py", "app.py"} <= names
     assert {"config.yaml", "mlops"} <= names
-    assert (folder / "mlops" / "__init__.py").is_file() and (folder / "mlops" / "core" / "deploy.py").is_file()
-    assert (folder / "mlops" / "core" / "migrations" / "versions" / "0001_initial.py").is_file()
+    assert (folder / "mlops" / "__init__.py").is_file() and (
+        folder / "mlops" / "core" / "lifecycle" / "deploy.py"
+    ).is_file()
+    assert (folder / "mlops" / "core" / "monitoring" / "migrations" / "versions" / "0001_initial.py").is_file()
     assert not (folder / "mlops" / "custom").exists() and not (folder / "mlops" / "pipelines").exists()
     assert not list(folder.rglob("__pycache__")) and not list(folder.glob(".staging-*"))
     assert (folder / f"model-{version}" / "MLmodel").is_file()
@@ -71,7 +76,7 @@ def test_the_payload_model_scores_like_the_registered_one(
     written: tuple[Path, str], scenario_settings: config.Settings
 ) -> None:
     folder, version = written
-    test = features.normalise(data.load_split(scenario_settings, "test"), scenario_settings.dataset)
+    test = features.normalise(preparation.load_split(scenario_settings, "test"), scenario_settings.dataset)
     from_payload = mlflow.sklearn.load_model(str(folder / f"model-{version}")).predict_proba(test)[:, 1]
     from_registry = registry.load_pipeline(scenario_settings.training.model_name, version).predict_proba(test)[:, 1]
     assert np.array_equal(from_payload, from_registry)
@@ -163,7 +168,7 @@ def test_the_payload_serves_alone_from_its_pinned_requirements(
     proc.start()
     try:
         services.wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout=240)
-        test = data.load_split(scenario_settings, "test").head(50)
+        test = preparation.load_split(scenario_settings, "test").head(50)
         records = json.loads(test[scenario_settings.dataset.features].to_json(orient="records"))
         answer = requests.post(f"http://127.0.0.1:{port}/predict", json=records, timeout=60).json()
         served = np.array([p["probability"] for p in answer["predictions"]])

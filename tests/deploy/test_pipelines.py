@@ -16,7 +16,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from mlops.core import config, deploy, registry, services, store
+from mlops.core import config, services
+from mlops.core.lifecycle import deploy
+from mlops.core.monitoring import store
+from mlops.core.training import registry
 from tests.conftest import ROOT
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, deploy, registry
-from mlops.core.model_card import ModelCard
+from mlops.core import config
+from mlops.core.lifecycle import deploy
+from mlops.core.serving.model_card import ModelCard
+from mlops.core.training import registry
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
 
 

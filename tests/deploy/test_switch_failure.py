@@ -10,8 +10,9 @@ from collections.abc import Callable
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, deploy
-from mlops.core.model_card import ModelCard
+from mlops.core import config
+from mlops.core.lifecycle import deploy
+from mlops.core.serving.model_card import ModelCard
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
 from tests.serving.conftest import Predictor, start_predictor  # noqa: F401 (fixture)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mlops.core import registry
+from mlops.core.training import registry
 from tests.conftest import mage_run, run_cli
 
 

@@ -8,7 +8,8 @@ import pytest
 import requests
 import yaml
 
-from mlops.core import config, orchestration, services
+from mlops.core import config, services
+from mlops.core.platform import orchestration
 
 ROOT = Path(__file__).resolve().parents[2]
 

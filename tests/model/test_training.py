@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, data, features, registry
+from mlops.core import config
+from mlops.core.data import features, preparation
+from mlops.core.training import registry
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_the_artifact_is_one_pipeline_with_a_signature(challenger, settings: con
 @pytest.fixture(scope="module")
 def model_and_test(challenger, settings: config.Settings):  # type: ignore[no-untyped-def]
     pipeline = registry.load_pipeline(settings.training.model_name, registry.CHALLENGER)
-    test = features.normalise(data.load_split(settings, "test"), settings.dataset)
+    test = features.normalise(preparation.load_split(settings, "test"), settings.dataset)
     return pipeline, test
 
 
@@ -87,7 +89,7 @@ def test_unknown_categories_do_not_break_scoring(model_and_test) -> None:  # typ
 def test_feature_schema_travels_with_the_run(client: MlflowClient, challenger) -> None:  # type: ignore[no-untyped-def]
     import mlflow
 
-    from mlops.core import schema
+    from mlops.core.data import schema
 
     run_id = challenger.tags["candidate_run_id"]
     loaded = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{schema.ARTIFACT}"))

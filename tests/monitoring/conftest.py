@@ -21,7 +21,7 @@ WEBHOOKS = ROOT.parent / "shared" / "grafana"
 @pytest.fixture(scope="session")
 def champion(trained: Any, settings: config.Settings) -> str:
     """The trained challenger promoted by the deploy policy (or the champion already in place)."""
-    from mlops.core import deploy
+    from mlops.core.lifecycle import deploy
 
     decision = deploy.promote_if_better(settings)
     assert decision.champion is not None

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, monitoring, retrain, store
+from mlops.core import config
+from mlops.core.lifecycle import retrain
+from mlops.core.monitoring import alerting, drift_metrics, store
 
 
 @pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
@@ -26,10 +28,10 @@ def settings_for(url: str, model: str) -> config.Settings:
 
 def record_run(url: str, model: str, version: str, drift: float, threshold: float, minutes_ago: int) -> None:
     """A monitor run written by the monitor pipeline's own writer: the run, and the prediction's drift row."""
-    prediction = monitoring.ColumnDrift(
+    prediction = drift_metrics.ColumnDrift(
         "prediction", "Wasserstein distance (normed)", drift, threshold, drift > threshold
     )
-    result = monitoring.MonitorResult(
+    result = drift_metrics.MonitorResult(
         batch="batch",
         model_name=model,
         model_version=version,
@@ -44,7 +46,7 @@ def record_run(url: str, model: str, version: str, drift: float, threshold: floa
         report_uri="file:///dev/null",
         prediction_threshold=threshold,
     )
-    monitoring.write(settings_for(url, model), result, datetime.now(UTC) - timedelta(minutes=minutes_ago))
+    drift_metrics.write(settings_for(url, model), result, datetime.now(UTC) - timedelta(minutes=minutes_ago))
 
 
 def test_each_model_is_an_alert_instance_of_its_own(shared_db: str) -> None:

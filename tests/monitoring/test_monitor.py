@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import alerting, config, data, drift_reference, monitoring, orchestration, retrain, store
+from mlops.core import config
+from mlops.core.data import preparation
+from mlops.core.lifecycle import retrain
+from mlops.core.monitoring import alerting, drift_metrics, drift_reference, store
+from mlops.core.platform import orchestration
 
 from .conftest import load_provisioning, webhook
 
@@ -64,7 +68,9 @@ def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
     champion: str, fresh_settings: config.Settings
 ) -> None:
     floor = fresh_settings.monitoring.prediction_drift_threshold
-    held_out = monitoring.monitor(fresh_settings, batch="reference-test", frame=data.load_split(fresh_settings, "test"))
+    held_out = drift_metrics.monitor(
+        fresh_settings, batch="reference-test", frame=preparation.load_split(fresh_settings, "test")
+    )
     assert held_out.model_version == champion
     assert held_out.prediction_threshold >= floor
     assert held_out.prediction_drift < held_out.prediction_threshold and held_out.drifted_share < 0.5
@@ -72,7 +78,7 @@ def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
     assert quiet.state == "Normal" and quiet.values["A"] == pytest.approx(held_out.prediction_drift)
     assert quiet.values["B"] == pytest.approx(held_out.prediction_threshold)  # what the run recorded
 
-    fall = monitoring.monitor(fresh_settings, batch="fall")
+    fall = drift_metrics.monitor(fresh_settings, batch="fall")
     assert fall.prediction_drift > fall.prediction_threshold >= floor and fall.dataset_drift
     assert 0 < fall.missing_share < 1 and fall.roc_auc is not None and 0.5 < fall.roc_auc < 1
     assert fall.pr_auc is not None and fall.f1 is not None
@@ -84,25 +90,25 @@ def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
     assert (runs, columns) == (2, 2 * per_run)
     report = Path(urlparse(fall.report_uri).path)
     assert report.is_file() and report.stat().st_size > 10_000 and report.suffix == ".html"
-    stored = monitoring.runs(fresh_settings, limit=1)[0]
+    stored = drift_metrics.runs(fresh_settings, limit=1)[0]
     assert stored["batch"] == "fall" and stored["model_version"] == champion
     assert stored["report_uri"] == fall.report_uri
 
 
 def test_a_window_of_the_prediction_log_is_monitored(champion: str, fresh_settings: config.Settings) -> None:
     now = datetime.now(UTC)
-    log_predictions(fresh_settings, data.load_batch(fresh_settings, "fall").head(800), champion, now)
-    result = monitoring.monitor_from_variables(
+    log_predictions(fresh_settings, preparation.load_batch(fresh_settings, "fall").head(800), champion, now)
+    result = drift_metrics.monitor_from_variables(
         fresh_settings,
         {
             "window_start": (now - timedelta(minutes=5)).isoformat(),
             "window_end": (now + timedelta(minutes=1)).isoformat(),
         },
     )
-    assert result.batch == monitoring.WINDOW_BATCH and result.rows == 800
+    assert result.batch == drift_metrics.WINDOW_BATCH and result.rows == 800
     assert result.window_start is not None and result.roc_auc is None  # the log has no labels
-    with pytest.raises(monitoring.MonitorInputError, match="no predictions logged"):
-        monitoring.monitor(fresh_settings, window=(now - timedelta(days=30), now - timedelta(days=29)))
+    with pytest.raises(drift_metrics.MonitorInputError, match="no predictions logged"):
+        drift_metrics.monitor(fresh_settings, window=(now - timedelta(days=30), now - timedelta(days=29)))
 
 
 def test_every_panel_and_alert_query_runs_on_the_filled_schema(fresh_settings: config.Settings) -> None:
@@ -145,11 +151,11 @@ def test_every_panel_and_alert_query_runs_on_the_filled_schema(fresh_settings: c
 def test_a_schema_breaking_batch_fails_clearly_and_writes_nothing(
     champion: str, fresh_settings: config.Settings, breakage, message: str
 ) -> None:
-    broken = breakage(data.load_batch(fresh_settings, "summer").head(500).reset_index(drop=True))
+    broken = breakage(preparation.load_batch(fresh_settings, "summer").head(500).reset_index(drop=True))
     before = counts(fresh_settings)
     reports = set(fresh_settings.drift_reports_dir.glob("*.html"))
-    with pytest.raises(monitoring.MonitorInputError, match=message):
-        monitoring.monitor(fresh_settings, batch="broken", frame=broken)
+    with pytest.raises(drift_metrics.MonitorInputError, match=message):
+        drift_metrics.monitor(fresh_settings, batch="broken", frame=broken)
     assert counts(fresh_settings) == before
     assert set(fresh_settings.drift_reports_dir.glob("*.html")) == reports
 
@@ -159,8 +165,8 @@ def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: confi
     path.write_bytes(b"PAR1 this is not parquet")
     try:
         before = counts(fresh_settings)
-        with pytest.raises(monitoring.MonitorInputError, match="cannot be read"):
-            monitoring.monitor(fresh_settings, batch="corrupt")
+        with pytest.raises(drift_metrics.MonitorInputError, match="cannot be read"):
+            drift_metrics.monitor(fresh_settings, batch="corrupt")
         assert counts(fresh_settings) == before
     finally:
         path.unlink()
@@ -171,8 +177,8 @@ def test_a_batch_name_is_not_a_path(champion: str, fresh_settings: config.Settin
     store.migrate(fresh_settings.monitoring_db)
     before = counts(fresh_settings)
     for name in ("../train", "../batches/summer", "/etc/passwd"):
-        with pytest.raises(monitoring.MonitorInputError, match="no batch"):
-            monitoring.monitor(fresh_settings, batch=name)
+        with pytest.raises(drift_metrics.MonitorInputError, match="no batch"):
+            drift_metrics.monitor(fresh_settings, batch=name)
     assert counts(fresh_settings) == before
 
 
@@ -181,7 +187,7 @@ def test_a_window_of_the_log_is_monitored_through_mage(
 ) -> None:
     """The pipeline, not only the function: Mage failed reading back a block output holding None (#12, 6)."""
     now = datetime.now(UTC)
-    log_predictions(fresh_settings, data.load_batch(fresh_settings, "summer").head(300), champion, now)
+    log_predictions(fresh_settings, preparation.load_batch(fresh_settings, "summer").head(300), champion, now)
     monkeypatch.setenv("MLOPS_STORES__MONITORING_DB", fresh_settings.monitoring_db)
     monkeypatch.setenv("MLOPS_MONITORING__REPORTS_DIR", str(fresh_settings.drift_reports_dir))
     store.migrate(fresh_settings.monitoring_db)
@@ -199,11 +205,13 @@ def test_a_column_with_no_value_in_the_batch_is_drifted_not_a_crash(
 ) -> None:
     """Evidently refuses an empty column; a feed that lost a column entirely is the clearest drift there is."""
     store.migrate(fresh_settings.monitoring_db)
-    frame = data.load_batch(fresh_settings, "fall").head(600).assign(contact=None)
-    result = monitoring.monitor(fresh_settings, batch="contact-lost", frame=frame)
+    frame = preparation.load_batch(fresh_settings, "fall").head(600).assign(contact=None)
+    result = drift_metrics.monitor(fresh_settings, batch="contact-lost", frame=frame)
     by_column = {c.column: c for c in result.columns}
-    assert by_column["contact"].drifted and by_column["contact"].method == monitoring.EMPTY_METHOD
-    assert sorted(c.column for c in result.columns) == sorted([*fresh_settings.dataset.features, monitoring.PREDICTION])
+    assert by_column["contact"].drifted and by_column["contact"].method == drift_metrics.EMPTY_METHOD
+    assert sorted(c.column for c in result.columns) == sorted(
+        [*fresh_settings.dataset.features, drift_metrics.PREDICTION]
+    )
 
 
 def test_the_reference_is_rows_the_champion_never_saw_and_its_noise_sets_the_threshold(
@@ -211,11 +219,11 @@ def test_the_reference_is_rows_the_champion_never_saw_and_its_noise_sets_the_thr
 ) -> None:
     """#12, 7: drift is measured against validation and test (never the training rows), and the alert
     threshold rises to what a same-population sample of the batch's size shows by chance."""
-    model = monitoring.champion(fresh_settings)
+    model = drift_metrics.champion(fresh_settings)
     reference = drift_reference.unseen_reference(fresh_settings, model.pipeline)
-    parts = [data.load_split(fresh_settings, name) for name in ("validation", "test")]
+    parts = [preparation.load_split(fresh_settings, name) for name in ("validation", "test")]
     assert len(reference) == sum(len(p) for p in parts)
-    train_ids = set(map(tuple, data.load_split(fresh_settings, "train").astype(str).values.tolist()))
+    train_ids = set(map(tuple, preparation.load_split(fresh_settings, "train").astype(str).values.tolist()))
     assert not any(tuple(row) in train_ids for row in parts[1].astype(str).values.tolist()[:500])
     scores = reference[drift_reference.PREDICTION].to_numpy()
     small, small_noise = drift_reference.prediction_threshold(fresh_settings, scores, 30)

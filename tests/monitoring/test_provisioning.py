@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from mlops.core import alerting, config, orchestration
+from mlops.core import config
+from mlops.core.monitoring import alerting
+from mlops.core.platform import orchestration
 
 from .conftest import GRAFANA, ROOT, load_provisioning
 

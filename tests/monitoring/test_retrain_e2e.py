@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from mlops.core import config, deploy, mage_launcher, orchestration, registry, retrain, services
+from mlops.core import config, services
+from mlops.core.lifecycle import deploy, retrain
+from mlops.core.platform import mage_launcher, orchestration
+from mlops.core.training import registry
 
 from .conftest import webhook
 

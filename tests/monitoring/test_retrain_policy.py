@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.core import config, retrain
+from mlops.core import config
+from mlops.core.lifecycle import retrain
 
 from .conftest import webhook
 

@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import config, deploy, monitoring, prediction_log, services, store
+from mlops.core import config, services
+from mlops.core.lifecycle import deploy
+from mlops.core.monitoring import drift_metrics, store
+from mlops.core.serving import prediction_log
 from mlops.testing.drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
 from .conftest import Predictor
@@ -217,17 +220,17 @@ def test_a_truncated_batch_file_fails_clearly_and_writes_nothing(monitor_setting
     bank_frame.head(2000).to_parquet(whole, index=False)
     (batches / "truncated.parquet").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     before = monitor_counts(monitor_settings.monitoring_db)
-    with pytest.raises(monitoring.MonitorInputError, match="'truncated' cannot be read"):
-        monitoring.monitor(monitor_settings, batch="truncated")
+    with pytest.raises(drift_metrics.MonitorInputError, match="'truncated' cannot be read"):
+        drift_metrics.monitor(monitor_settings, batch="truncated")
     assert monitor_counts(monitor_settings.monitoring_db) == before
 
 
 def test_a_write_that_fails_half_way_leaves_no_partial_rows(monitor_settings: config.Settings) -> None:
     """The run row and its column rows are one transaction: a column row the database refuses takes the
     run row with it."""
-    good = monitoring.ColumnDrift("age", "K-S p_value", 0.2, 0.05, False)
-    refused = monitoring.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]  # NOT NULL
-    result = monitoring.MonitorResult(
+    good = drift_metrics.ColumnDrift("age", "K-S p_value", 0.2, 0.05, False)
+    refused = drift_metrics.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]  # NOT NULL
+    result = drift_metrics.MonitorResult(
         batch="half-written",
         model_name="m",
         model_version="1",
@@ -243,7 +246,7 @@ def test_a_write_that_fails_half_way_leaves_no_partial_rows(monitor_settings: co
     )
     before = monitor_counts(monitor_settings.monitoring_db)
     with pytest.raises(sa.exc.IntegrityError):
-        monitoring.write(monitor_settings, result, datetime.now(UTC))
+        drift_metrics.write(monitor_settings, result, datetime.now(UTC))
     assert monitor_counts(monitor_settings.monitoring_db) == before
 
 

@@ -15,7 +15,9 @@ import uuid
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlops.core import config, deploy, registry
+from mlops.core import config
+from mlops.core.lifecycle import deploy
+from mlops.core.training import registry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow]
 

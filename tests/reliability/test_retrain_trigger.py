@@ -19,7 +19,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from mlops.core import config, orchestration, services, store
+from mlops.core import config, services
+from mlops.core.monitoring import store
+from mlops.core.platform import orchestration
 from mlops.testing.drills import listening
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mage, pytest.mark.slow]

@@ -15,7 +15,10 @@ import pytest
 import requests
 import yaml
 
-from mlops.core import config, deploy, native_predictor, orchestration, services, stack
+from mlops.core import config, services
+from mlops.core.lifecycle import deploy
+from mlops.core.platform import orchestration, stack
+from mlops.core.serving import native_predictor
 from mlops.testing.drills import listening
 
 from .conftest import Predictor
@@ -84,9 +87,9 @@ def test_native_services_default_to_loopback() -> None:
         assert url.split("//", 1)[1].startswith("127.0.0.1:"), url
     assert services.mlflow_server.__defaults__ == ("127.0.0.1",)
     sources = {
-        "stack.py": (ROOT / "mlops/core/stack.py").read_text(),
+        "stack.py": (ROOT / "mlops/core/platform/stack.py").read_text(),
         "services.py": (ROOT / "mlops/core/services.py").read_text(),
-        "orchestration.py": (ROOT / "mlops/core/orchestration.py").read_text(),
+        "orchestration.py": (ROOT / "mlops/core/platform/orchestration.py").read_text(),
     }
     assert "listen_addresses=127.0.0.1" in sources["stack.py"]
     assert '"--server.address", "127.0.0.1"' in sources["stack.py"]

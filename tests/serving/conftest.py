@@ -16,7 +16,10 @@ import pandas as pd
 import pytest
 import requests
 
-from mlops.core import config, data, features, payload, predictor_server, registry, services, training
+from mlops.core import config, services
+from mlops.core.data import features, preparation
+from mlops.core.serving import payload, predictor_server
+from mlops.core.training import registry, tuning
 
 
 def settings_with(settings: config.Settings, **serving_values: Any) -> config.Settings:
@@ -40,8 +43,8 @@ def fit_small() -> Callable[[str, pd.DataFrame, config.Settings], Any]:
 
     def fit(family: str, frame: pd.DataFrame, settings: config.Settings) -> Any:
         X = features.normalise(frame, settings.dataset)
-        y = data.labels(frame, settings)
-        return training.build(family, params[family], settings).fit(X, y)
+        y = preparation.labels(frame, settings)
+        return tuning.build(family, params[family], settings).fit(X, y)
 
     return fit
 

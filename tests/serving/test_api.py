@@ -17,7 +17,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mlops.core import config, scoring, serving, store
+from mlops.core import config
+from mlops.core.monitoring import store
+from mlops.core.serving import predictor_app, scoring
 from mlops.testing.payloads import write_local_payload
 
 from .conftest import settings_with
@@ -49,7 +51,7 @@ def xgb_payload(reference, fit_small, api_settings, tmp_path_factory) -> Path:  
 
 
 def make_app(settings: config.Settings, payload_dir: Path) -> Iterator[Flask]:
-    app = serving.create_app(settings, payload_dir)
+    app = predictor_app.create_app(settings, payload_dir)
     yield app
     app.extensions["prediction_log"].close()
 

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import config, prediction_log, scoring, services, store
+from mlops.core import config, services
+from mlops.core.monitoring import store
+from mlops.core.serving import prediction_log, scoring
 from mlops.testing.payloads import write_local_payload
 
 from .conftest import Predictor
@@ -131,7 +133,7 @@ KILLED_WRITER = """
 import os, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from mlops.core.prediction_log import PredictionLog, ScoredBatch
+from mlops.core.serving.prediction_log import PredictionLog, ScoredBatch
 
 log = PredictionLog(sys.argv[1], Path(sys.argv[2]), batch_size=500, flush_seconds=3600).start()
 records = [{"age": n} for n in range(int(sys.argv[3]))]

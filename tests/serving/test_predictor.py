@@ -15,7 +15,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops.core import config, data, features, registry, scoring, store
+from mlops.core import config
+from mlops.core.data import features, preparation
+from mlops.core.monitoring import store
+from mlops.core.serving import scoring
+from mlops.core.training import registry
 from mlops.testing.payloads import write_local_payload
 
 from .conftest import Predictor
@@ -92,7 +96,7 @@ def test_reload_switches_models_under_load_without_a_failed_request(
 ) -> None:
     before = predictor.get("/model").json()["version"]
     new_version = str(int(before) + 100)
-    train = data.load_split(settings, "train")
+    train = preparation.load_split(settings, "train")
     records = scoring.frame_records(bank_frame.sample(50, random_state=9), settings.dataset.features)
     outcomes: list[tuple[int, str | None, str | None]] = []  # status, served version, request id
     failures: list[str] = []

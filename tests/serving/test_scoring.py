@@ -10,8 +10,10 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from mlops.core import config, features, scoring
+from mlops.core import config
+from mlops.core.data import features
 from mlops.core.families import FAMILIES
+from mlops.core.serving import scoring
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_other_families_say_they_have_no_explanation(family, split, fitted, plai
 def test_compiled_trees_equal_the_estimator_bit_for_bit(family, bank_frame, fitted, plain_settings) -> None:  # type: ignore[no-untyped-def]
     """The tree ensembles as numpy arrays (the few-record path) give the estimator's own probabilities
     exactly, on every row of the dataset and where a value is missing inside the model (default branches)."""
-    from mlops.core.compiled_trees import compile_estimator
+    from mlops.core.serving.compiled_trees import compile_estimator
 
     pipeline = fitted(family)
     if "n_jobs" in pipeline[-1].get_params():
@@ -115,7 +117,7 @@ def test_compiled_trees_equal_the_estimator_bit_for_bit(family, bank_frame, fitt
 
 
 def test_models_without_trees_are_not_compiled_to_trees(fitted) -> None:  # type: ignore[no-untyped-def]
-    from mlops.core.compiled_trees import UnsupportedTrees, compile_estimator
+    from mlops.core.serving.compiled_trees import UnsupportedTrees, compile_estimator
 
     with pytest.raises(UnsupportedTrees, match="LogisticRegression"):
         compile_estimator(fitted("logistic_regression")[-1])

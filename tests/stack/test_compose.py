@@ -20,7 +20,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from mlops.core import compose_env, config, payload, services, store
+from mlops.core import config, services
+from mlops.core.monitoring import store
+from mlops.core.platform import compose_env
+from mlops.core.serving import payload
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -177,14 +180,14 @@ def assert_not_dockerignored(source: str) -> None:
 def test_services_run_what_exists(compose: dict[str, Any]) -> None:
     # Mage: the entrypoint runs modules of ours that exist and accept the argument, then the Mage project
     entrypoint = (ROOT / "images" / "mage" / "entrypoint.sh").read_text()
-    commands = re.findall(r"^python -m (mlops\.core\.[a-z_]+) ([a-z-]+)$", entrypoint, flags=re.MULTILINE)
+    commands = re.findall(r"^python -m (mlops\.core\.[a-z_.]+) ([a-z-]+)$", entrypoint, flags=re.MULTILINE)
     assert commands, "the Mage entrypoint bootstraps nothing"
     for module, argument in commands:
         source = ROOT / (module.replace(".", "/") + ".py")
         assert source.is_file() and "__main__" in source.read_text(), f"{module} cannot be run with -m"
         assert f'["{argument}"]' in source.read_text(), f"{module} does not take {argument!r}"
     assert (
-        "exec python -m mlops.core.mage_launcher start mlops" in entrypoint
+        "exec python -m mlops.core.platform.mage_launcher start mlops" in entrypoint
         and (ROOT / "mlops" / "metadata.yaml").is_file()
     )
     assert (ROOT / "images" / "mage" / "entrypoint.sh").stat().st_mode & 0o111

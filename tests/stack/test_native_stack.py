@@ -17,7 +17,8 @@ import psutil
 import pytest
 import requests
 
-from mlops.core import config, orchestration, services, stack
+from mlops.core import config, services
+from mlops.core.platform import orchestration, stack
 from tests.conftest import run_cli as mlops
 
 pytestmark = [pytest.mark.slow, pytest.mark.mage, pytest.mark.postgres]

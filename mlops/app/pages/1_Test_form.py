@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core.predictor_client import InvalidInput, Prediction, PredictorError
+from mlops.core.serving.predictor_client import InvalidInput, Prediction, PredictorError
 
 MISSING = "(missing)"
 

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core import campaign
-from mlops.core.predictor_client import InvalidInput, PredictorError, score_batch
+from mlops.core.lifecycle import campaign
+from mlops.core.serving.predictor_client import InvalidInput, PredictorError, score_batch
 
 settings = ui.setup("Batch scoring")
 client = ui.predictor(settings)

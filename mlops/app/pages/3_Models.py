@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core import insights
+from mlops.core.monitoring import insights
 
 settings = ui.setup("Models")
 

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core import campaign, insights
 from mlops.core.config import Settings
+from mlops.core.lifecycle import campaign
+from mlops.core.monitoring import insights
 
 settings = ui.setup("Campaign planner")
 words = settings.presentation

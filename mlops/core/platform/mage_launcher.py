@@ -1,0 +1,182 @@
+"""``python -m mlops.core.platform.mage_launcher start mlops ...``: Mage's own CLI, its process queue's races closed.
+
+Mage 0.9.80's scheduler hands each block run to a ``ProcessQueue``; on a loaded machine (two shared cores, a
+container) two races in it left a run hanging for ever, seen in the compose stack test:
+
+1. ``enqueue`` puts the job on the queue *before* marking it queued in the shared job dict, so a worker that
+   takes it at once dies with ``KeyError: 'block_run_N'``;
+2. ``multiprocessing.Queue.put`` returns before the item reaches the pipe (a feeder thread writes it later), so
+   the worker pool that ``enqueue`` starts right after can find the queue empty, exit, and leave the job queued
+   with no pool: ``has_job`` then reports it as present on every scheduler tick and it is never run.
+
+The patch marks the job before putting it, uses a ``multiprocessing.SimpleQueue`` (its ``put`` writes to the
+pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait. Nothing else of
+Mage changes. Both the compose image's entrypoint and :func:`mlops.core.platform.orchestration.mage_server` start Mage
+through this module, and ``python -m mlops run`` runs pipelines headless through it (``... mage_launcher run
+mlops <pipeline>``), where it also keeps Mage's start-up chatter out of the pipeline's output. A server it
+starts is locked down as far as Mage allows (:func:`lock_down_server`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import io
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def patch_process_queue() -> None:
+    from mage_ai.orchestration.queue import process_queue as pq
+
+    queue_class: Any = pq.ProcessQueue
+    if getattr(queue_class, "_mlops_patched", False):
+        return
+    original_init = queue_class.__init__
+    original_has_job = queue_class.has_job
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.queue = multiprocessing.SimpleQueue()  # put() returns once the job is in the pipe
+
+    def enqueue(self: Any, job_id: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.status != pq.QueueStatus.ACTIVE:
+            self._print("Cannot enqueue a job to an inactive queue.")
+            return
+        if self.has_job(job_id):
+            self._print(f"Job {job_id} exists. Skip enqueue.")
+            return
+        self._print(f"Enqueue job {job_id}")
+        if self.redis_client:
+            self.redis_client.set(job_id, self.client_id)
+            self.redis_client.set(self.client_id, "1", ex=pq.LIVENESS_TIMEOUT_SECONDS)
+        self.job_dict[job_id] = pq.JobStatus.QUEUED  # before any worker can take it
+        self.queue.put([job_id, target, args, kwargs])
+        if not self.is_worker_pool_alive():
+            self.start_worker_pool()
+
+    def has_job(self: Any, job_id: str, logger: Any = None, logging_tags: Any = None) -> bool:
+        if not self.is_worker_pool_alive() and not self.queue.empty():
+            self.start_worker_pool()  # a pool that exited just as a job arrived
+        return bool(original_has_job(self, job_id, logger=logger, logging_tags=logging_tags))
+
+    queue_class.__init__ = __init__
+    queue_class.enqueue = enqueue
+    queue_class.has_job = has_job
+    queue_class._mlops_patched = True
+
+
+def quiet_mage() -> None:
+    """Before Mage is imported, keep out of a headless run's output the start-up lines a user cannot act on:
+    jupyter's "Message signing is disabled" warnings (Mage's kernel manager, unused headless), its executor's
+    INFO line (Mage's own ``SERVER_VERBOSITY``), and the "DBT library not installed." that Mage prints when
+    importing its optional dbt blocks (this project has none)."""
+    os.environ.setdefault("SERVER_VERBOSITY", "warning")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import mage_ai.data_preparation.models.block.block_factory  # noqa: F401
+
+
+# The trigger's token is the last segment of the URL Grafana posts to: never written to a log.
+_TOKEN_IN_PATH = re.compile(r"(/pipeline_runs/)[^\s/?\"']+")
+
+
+class RedactTriggerTokens(logging.Filter):
+    """Tornado's access log and its uncaught-exception log write the request's whole URI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_IN_PATH.sub(r"\1<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def lock_down_server() -> None:
+    """What Mage's settings cannot close (docs/reliability.md, "Mage"), patched before the server starts:
+
+    - its web terminal (``/websocket/terminal``) opens a shell for any websocket client before any login check
+      (``DISABLE_TERMINAL`` only refuses the commands): the route answers 403 instead;
+    - a wrong API-trigger token answered HTTP 200 with ``code: 500``, a traceback and the URL (the token): it
+      answers 401 with one line;
+    - trigger tokens are redacted from tornado's logs.
+
+    Notebook and file editing is off unless ``DISABLE_NOTEBOOK_EDIT_ACCESS`` says otherwise (Mage's own
+    setting; triggers and Run@once still work).
+    """
+    os.environ.setdefault("DISABLE_NOTEBOOK_EDIT_ACCESS", "1")
+    os.environ.setdefault("DISABLE_TERMINAL", "1")
+    import tornado.web
+    from mage_ai.server import server
+    from mage_ai.server.api import triggers
+    from mage_ai.server.api.errors import UnauthenticatedRequestException
+
+    class NoTerminal(tornado.web.RequestHandler):
+        def initialize(self, **kwargs: Any) -> None:
+            pass
+
+        def get(self, *args: Any, **kwargs: Any) -> None:
+            raise tornado.web.HTTPError(403)
+
+    server.TerminalWebsocketServer = NoTerminal
+    trigger_write_error = triggers.ApiTriggerPipelineHandler.write_error
+
+    def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(error, UnauthenticatedRequestException):
+            trigger_write_error(self, status_code, **kwargs)
+            return
+        self.set_status(401)
+        self.finish({"error": {"code": 401, "message": "wrong or missing token for this API trigger"}})
+
+    triggers.ApiTriggerPipelineHandler.write_error = write_error
+    for name in ("tornado.access", "tornado.application", "tornado.general"):
+        logging.getLogger(name).addFilter(RedactTriggerTokens())
+
+
+# Sent to a Mage process (and inherited by every process Mage forks: scheduler, worker pool, block runs), it
+# writes the stack of each of the process's threads to the log: where a run that does not finish waits.
+STACKS_SIGNAL = signal.SIGUSR1
+
+
+def dump_stacks(launcher_pid: int) -> int:
+    """Ask the launcher started as ``launcher_pid`` and every process it forked to write their stacks to its
+    log; returns how many were asked. Processes it *executed* (Jupyter's kernel) keep their own command line
+    and have no handler, so they are left alone (the signal would end them)."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(launcher_pid)
+        command, family = launcher.cmdline(), [launcher, *launcher.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    asked = 0
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            if process.cmdline() == command:
+                process.send_signal(STACKS_SIGNAL)
+                asked += 1
+    return asked
+
+
+def main() -> None:
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)  # to stderr: the log the launcher writes to
+    if sys.argv[1:2] == ["run"]:
+        quiet_mage()
+    if sys.argv[1:2] == ["start"]:
+        lock_down_server()
+    patch_process_queue()
+    from mage_ai.cli.main import app
+
+    sys.argv[0] = "mage"
+    app()
+
+
+if __name__ == "__main__":
+    main()

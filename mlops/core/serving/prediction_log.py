@@ -1,0 +1,383 @@
+"""The prediction log: every scored record to ``store.predictions``, written off the request path.
+
+A request hands its whole batch to :meth:`PredictionLog.submit` (one queue put); a background thread
+turns batches into rows and inserts them ``log_batch_size`` at a time, at least every
+``log_flush_seconds``. When the database cannot take them, the rows go to the spool folder as JSON-lines
+files (written to a temporary name, then renamed, so a reader never sees half a file) and the predictor
+keeps serving. Once the database answers again the spooled files are replayed. Inserts skip rows whose
+``(request_id, record_index)`` is already stored, so a replay interrupted half-way never duplicates
+rows: N scored records leave exactly N rows. :meth:`close` drains the queue (gunicorn's ``worker_exit``
+hook calls :func:`close_all`), so a graceful reload or shutdown loses nothing.
+
+A crash loses nothing either: before an answer is sent, :meth:`PredictionLog.journal` appends its rows to a
+journal file of this process in the spool folder (one ``write``, in the kernel's page cache once it returns,
+so it survives the process being killed; docs/reliability.md states the promise). The process holds an
+exclusive ``flock`` on its journal while it lives; a journal segment is deleted once every batch in it is in
+the database or the spool. A journal nobody holds belongs to a dead process: any predictor process that
+finds one (at start and on every flush) moves it into the spool, whose replay skips rows already stored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from mlops.core.monitoring import store
+
+log = logging.getLogger(__name__)
+SPOOL_SUFFIX = ".jsonl"
+BULK_ROWS = 5000  # rows per INSERT statement (one JSON document each)
+REJECTED_SUFFIX = ".rejected"  # rows the database refused (never retried; see _replay_spool)
+CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
+JOURNAL_PREFIX = "journal-"  # journal-<pid>-<random>.log: rows answered, not yet in the database or spool
+JOURNAL_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What one request scored: one row per record."""
+
+    request_id: str
+    scored_at: datetime
+    model_name: str
+    model_version: str
+    records: Sequence[dict[str, Any]]
+    probabilities: Sequence[float]
+    decisions: Sequence[bool]
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for index, (record, probability, decision) in enumerate(
+            zip(self.records, self.probabilities, self.decisions, strict=True)
+        ):
+            yield {
+                "request_id": self.request_id,
+                "record_index": index,
+                "scored_at": self.scored_at,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "inputs": record,
+                "probability": float(probability),
+                "decision": bool(decision),
+            }
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps({**row, "scored_at": row["scored_at"].isoformat()}) + "\n"
+
+
+class JournalSegment:
+    """One journal file of this process, locked while open; ``outstanding`` batches are not yet written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{JOURNAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
+        self.file = self.path.open("a", encoding="utf-8")
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.opened = time.monotonic()
+        self.size = 0
+        self.outstanding = 0
+        self.sealed = False  # no more batches go in; deleted once outstanding reaches 0
+
+    def append(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()  # one write(2): in the page cache, so a killed process loses none of it
+        self.size += len(text)
+        self.outstanding += 1
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.file.close()
+
+
+_STOP = object()
+_open_logs: list[PredictionLog] = []
+
+
+class PredictionLog:
+    def __init__(self, url: str, spool_dir: Path, batch_size: int = 500, flush_seconds: float = 1.0) -> None:
+        self.url = url
+        self.spool_dir = spool_dir
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._engine: Engine | None = None
+        self._migrated = False
+        self._last_replay = 0.0
+        self.written = 0  # rows this process inserted (spool replays included)
+        self.spooled = 0  # rows this process sent to the spool
+        self._journal_lock = threading.Lock()
+        self._segment: JournalSegment | None = None
+
+    def start(self) -> PredictionLog:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._release_stale_claims()
+        self._recover_journals()
+        self._thread.start()
+        _open_logs.append(self)
+        return self
+
+    def journal(self, batch: ScoredBatch) -> JournalSegment:
+        """Write-ahead: the batch's rows on disk before its answer is sent; pass the result to :meth:`submit`."""
+        text = "".join(_json_line(row) for row in batch.rows())
+        with self._journal_lock:
+            segment = self._segment
+            if segment is None or segment.sealed:
+                segment = self._segment = JournalSegment(self.spool_dir)
+            segment.append(text)
+            if segment.size >= JOURNAL_SEGMENT_BYTES or time.monotonic() - segment.opened >= self.flush_seconds:
+                segment.sealed = True  # the next batch starts a new file, so this one can be deleted soon
+            return segment
+
+    def submit(self, batch: ScoredBatch, segment: JournalSegment | None = None) -> None:
+        """Hand a scored batch to the writer (never blocks, never touches the database)."""
+        self._queue.put((batch, segment))
+
+    def _settle(self, segments: list[JournalSegment]) -> None:
+        """These batches are in the database or the spool: delete journal segments nothing waits on."""
+        with self._journal_lock:
+            for segment in segments:
+                segment.outstanding -= 1
+            current = self._segment
+            if current is not None and current.outstanding == 0:
+                current.sealed = True
+            for segment in {*segments, *([current] if current else [])}:
+                if segment.sealed and segment.outstanding == 0 and not segment.file.closed:
+                    segment.discard()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write (or spool) everything submitted so far and stop the writer."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        if self in _open_logs:
+            _open_logs.remove(self)
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[dict[str, Any]] = []
+        segments: list[JournalSegment] = []
+        deadline = 0.0
+        stopping = False
+        while not stopping:
+            wait = self.flush_seconds if not pending else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif item is not None:
+                if not pending:
+                    deadline = time.monotonic() + self.flush_seconds
+                batch, segment = item
+                pending.extend(batch.rows())
+                if segment is not None:
+                    segments.append(segment)
+            if pending and (stopping or len(pending) >= self.batch_size or time.monotonic() >= deadline):
+                self._write(pending)
+                self._settle(segments)
+                pending, segments = [], []
+            if not pending and not stopping and time.monotonic() - self._last_replay >= self.flush_seconds:
+                self._recover_journals()
+                self._replay_spool()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self._insert(rows)
+        except Exception as exc:  # any database failure: keep the rows on disk, never lose them
+            log.warning(
+                "prediction log: database unavailable (%s); spooling %d rows", exc.__class__.__name__, len(rows)
+            )
+            self._migrated = False
+            self._spool(rows)
+
+    def _connect(self) -> Engine:
+        if self._engine is None:
+            engine = store.engine(self.url)
+            if engine.dialect.name == "postgresql":  # an unreachable host must fail fast, not hang the writer
+                engine.dispose()
+                engine = sa.create_engine(
+                    store.normalise_url(self.url), pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                )
+            self._engine = engine
+        if not self._migrated:
+            store.migrate(self.url)  # idempotent; also recreates the tables of a recreated database
+            self._migrated = True
+        return self._engine
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """One statement per chunk: the rows travel as one JSON document that the database unpacks
+        (~30x faster than an executemany of as many rows, which matters for 100k-row batches)."""
+        engine = self._connect()
+        statement = _bulk_insert_statement(engine)
+        to_db_time = store.predictions.c.scored_at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        chunk_size = max(self.batch_size, BULK_ROWS)
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start : start + chunk_size]
+            document = json.dumps(
+                [
+                    {**row, "scored_at": to_db_time(row["scored_at"]) if to_db_time else row["scored_at"].isoformat()}
+                    for row in chunk
+                ]
+            )
+            with engine.begin() as conn:
+                conn.execute(statement, {"rows": document})
+            self.written += len(chunk)
+        # A failure after some chunks committed spools all rows: the replay skips those already stored.
+
+    def _recover_journals(self) -> None:
+        """Move the journals of dead processes (nobody holds their lock) into the spool, to be replayed."""
+        for path in self.spool_dir.glob(f"{JOURNAL_PREFIX}*.log"):
+            try:
+                with path.open("a", encoding="utf-8") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its process lives
+                    if path.stat().st_size:
+                        path.replace(self.spool_dir / f"predictions-recovered-{path.stem}{SPOOL_SUFFIX}")
+                        log.warning("prediction log: recovered the journal %s of a process that died", path.name)
+                    else:
+                        path.unlink()
+            except (BlockingIOError, FileNotFoundError):
+                continue
+
+    def _spool(self, rows: list[dict[str, Any]]) -> None:
+        name = f"predictions-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
+        partial = self.spool_dir / (name + ".part")
+        with partial.open("w", encoding="utf-8") as fh:
+            fh.writelines(_json_line(row) for row in rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        partial.replace(self.spool_dir / name)
+        self.spooled += len(rows)
+
+    def _replay_spool(self) -> None:
+        """Insert spooled files (oldest first) once the database answers; stop at the first failure."""
+        self._last_replay = time.monotonic()
+        for path in sorted(self.spool_dir.glob(f"*{SPOOL_SUFFIX}")):
+            claimed = path.with_name(f"{path.name}{CLAIM_MARK}{os.getpid()}")
+            try:
+                path.rename(claimed)  # atomic: two workers never replay the same file
+            except FileNotFoundError:
+                continue
+            rows = [_row_from_json(line) for line in claimed.read_text(encoding="utf-8").splitlines() if line]
+            try:
+                self._insert(rows)
+            except Exception:
+                self._migrated = False
+                if not self._database_answers():
+                    claimed.rename(path)
+                    return
+                # The database is up but refuses this file: insert row by row, so one bad row cannot block
+                # every later file; the refused rows stay on disk beside the spool (<file>.rejected).
+                self._insert_each(rows, path.with_name(path.name + REJECTED_SUFFIX))
+            claimed.unlink()
+            log.info("prediction log: replayed %d spooled rows from %s", len(rows), path.name)
+
+    def _database_answers(self) -> bool:
+        try:
+            with self._connect().connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def _insert_each(self, rows: list[dict[str, Any]], rejected: Path) -> None:
+        refused = []
+        for row in rows:
+            try:
+                self._insert([row])
+            except Exception as exc:
+                refused.append(row)
+                log.error(
+                    "prediction log: the database refuses a row (%s); kept in %s", exc.__class__.__name__, rejected
+                )
+        if refused:
+            with rejected.open("a", encoding="utf-8") as fh:
+                fh.writelines(_json_line(r) for r in refused)
+
+    def _release_stale_claims(self) -> None:
+        """Give back files claimed by processes that died mid-replay."""
+        for path in self.spool_dir.glob(f"*{SPOOL_SUFFIX}{CLAIM_MARK}*"):
+            pid = int(path.name.rsplit(CLAIM_MARK, 1)[1])
+            if not _process_alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    path.rename(path.with_name(path.name.split(CLAIM_MARK, 1)[0]))
+
+
+_COLUMNS = (
+    "request_id",
+    "record_index",
+    "scored_at",
+    "model_name",
+    "model_version",
+    "inputs",
+    "probability",
+    "decision",
+)
+
+
+def _bulk_insert_statement(engine: Engine) -> sa.TextClause:
+    """``INSERT .. SELECT`` from a JSON array of rows, skipping ``(request_id, record_index)`` already stored."""
+    columns = ", ".join(_COLUMNS)
+    if engine.dialect.name == "postgresql":
+        return sa.text(
+            f"INSERT INTO {store.predictions.fullname} ({columns}) SELECT {columns} "
+            "FROM json_to_recordset(CAST(:rows AS json)) AS r(request_id text, record_index integer, "
+            "scored_at timestamptz, model_name text, model_version text, inputs json, probability float8, "
+            "decision boolean) ON CONFLICT (request_id, record_index) DO NOTHING"
+        )
+    if engine.dialect.name == "sqlite":  # no schemas on SQLite (see store.engine)
+        extracted = ", ".join(f"json_extract(value, '$.{name}')" for name in _COLUMNS)
+        return sa.text(
+            f"INSERT INTO {store.predictions.name} ({columns}) SELECT {extracted} FROM json_each(:rows) "
+            "WHERE true ON CONFLICT (request_id, record_index) DO NOTHING"
+        )
+    raise ValueError(f"the prediction log supports PostgreSQL and SQLite, not {engine.dialect.name}")
+
+
+def _row_from_json(line: str) -> dict[str, Any]:
+    row = json.loads(line)
+    row["scored_at"] = datetime.fromisoformat(row["scored_at"])
+    return dict(row)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def spooled_files(spool_dir: Path) -> list[Path]:
+    """Spool files waiting for the database (claimed ones included)."""
+    return sorted(p for p in spool_dir.glob(f"*{SPOOL_SUFFIX}*") if not p.name.endswith((".part", REJECTED_SUFFIX)))
+
+
+def close_all(timeout: float = 30.0) -> None:
+    """Drain every open prediction log of this process (gunicorn ``worker_exit``, interpreter exit)."""
+    for prediction_log in list(_open_logs):
+        prediction_log.close(timeout)
+
+
+atexit.register(close_all)
