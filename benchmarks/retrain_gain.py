@@ -24,7 +24,7 @@ from rich.table import Table
 from benchmarks import write_result
 from mlops.core import config
 from mlops.core.data import preparation
-from mlops.core.lifecycle import deploy, retrain
+from mlops.core.lifecycle import promotion, retrain
 from mlops.core.monitoring import alerting, drift_metrics
 from mlops.core.training import tuning
 
@@ -57,22 +57,22 @@ def main() -> dict[str, Any]:
         preparation.persist(preparation.split(preparation.load_raw(settings, allow_download=False), settings), settings)
         started = time.perf_counter()
         stale = tuning.train(settings, preparation.load_splits(settings), console).registered.version
-        deploy.promote_if_better(settings)
+        promotion.promote_if_better(settings)
         train_seconds = time.perf_counter() - started
 
         monitored = {name: drift_metrics.monitor(settings, batch=name) for name in ("summer", "fall")}
         alert = alerting.evaluate(settings)
 
         started = time.perf_counter()
-        decision = retrain.receive(settings, firing_body(settings))
-        retrained = retrain.retrain(settings, decision.to_dict())
-        promotion = deploy.promote_if_better(settings, retrained.holdout)
+        received = retrain.receive(settings, firing_body(settings))
+        retrained = retrain.retrain(settings, received.to_dict())
+        decision = promotion.promote_if_better(settings, retrained.holdout)
         retrain_seconds = time.perf_counter() - started
 
         fall = preparation.load_batch(settings, "fall")
         assert retrained.version is not None
         scores = {
-            name: deploy.evaluate_version(settings, v, fall)
+            name: promotion.evaluate_version(settings, v, fall)
             for name, v in (("stale", stale), ("new", retrained.version))
         }
     result = {
@@ -84,8 +84,8 @@ def main() -> dict[str, Any]:
         "retrained_roc_auc": round(scores["new"]["roc_auc"], 4),
         "retrained_pr_auc": round(scores["new"]["pr_auc"], 4),
         "fall_rows": len(fall),
-        "deploy_decision": promotion.action,
-        "deploy_reason": promotion.reason,
+        "deploy_decision": decision.action,
+        "deploy_reason": decision.reason,
         "alert": alerting.describe(alert),
         "monitor": {
             name: {
@@ -113,7 +113,7 @@ def main() -> dict[str, Any]:
     console.print(table)
     console.print(
         f"monitor: {result['monitor_seconds_per_batch']} s per batch; alert {alert.state} "
-        f"(A={alert.values.get('A')}); deploy: {promotion.action}"
+        f"(A={alert.values.get('A')}); deploy: {decision.action}"
     )
     write_result("retrain_gain", result)
     return result

@@ -37,7 +37,7 @@ from rich.table import Table
 from benchmarks import write_result
 from mlops.core import config, services
 from mlops.core.data import features, preparation
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import drift_metrics, store
 from mlops.core.serving import prediction_log, predictor_server
 from mlops.core.training import tuning
@@ -105,7 +105,7 @@ def mlflow_down(predictor: str, settings: config.Settings, records: list[dict[st
     offline = settings.model_copy(update={"stores": settings.stores.model_copy(update={"tracking_uri": dead})})
     started = time.monotonic()
     try:
-        deploy.promote_if_better(offline)
+        promotion.promote_if_better(offline)
         error = "deploy did not fail"
     except Exception as exc:  # whatever MLflow raises: the message is the outcome
         error = f"{exc.__class__.__name__}: {str(exc)[:300]}"

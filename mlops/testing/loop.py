@@ -199,10 +199,10 @@ def run_loop(table: Table, folder: Path, tracking_uri: str, progress: Callable[[
 
 
 def champion_summary(settings: config.Settings) -> dict[str, Any]:
-    from mlops.core.lifecycle import deploy
+    from mlops.core.lifecycle import promotion
     from mlops.core.training import registry
 
-    version = deploy.champion_version(settings)
+    version = promotion.champion_version(settings)
     if version is None:
         return {}
     client = registry.configure(settings)

@@ -1,7 +1,7 @@
 """deploy: compare @challenger with @champion on the same held-out data; promote only if it is better."""
 
 from mlops.core import config
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import promotion
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -12,6 +12,6 @@ if "transformer" not in globals():
 @transformer
 def compare_and_promote(*args, **kwargs) -> dict:
     settings = config.load()
-    decision = deploy.promote_if_better(settings, kwargs.get("holdout"))
+    decision = promotion.promote_if_better(settings, kwargs.get("holdout"))
     print(f"deploy decision: {decision.action}: {decision.reason}")
     return decision.to_dict()

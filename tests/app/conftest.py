@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from mlops.core import config, services
-from mlops.core.lifecycle import campaign, deploy, retrain
+from mlops.core.lifecycle import campaign, promotion, retrain
 from mlops.core.monitoring import drift_metrics, store
 from mlops.core.serving import payload, predictor_server
 from mlops.core.serving.predictor_client import PredictorClient
@@ -124,7 +124,7 @@ def app_platform(
         client = registry.configure(app_settings)
         uri, tags = _xgboost_candidate(client, settings)
         served = registry.register(client, uri, app_settings.training.model_name, tags, alias=registry.CHALLENGER)
-        decision = deploy.promote_if_better(app_settings)
+        decision = promotion.promote_if_better(app_settings)
         assert decision.action == "promoted", decision
         payload.write_payload(app_settings, served.version)
         proc = predictor_server.predictor_process(app_settings, log_path=folder / "predictor.log").start()

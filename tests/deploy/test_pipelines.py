@@ -17,7 +17,7 @@ import requests
 import sqlalchemy as sa
 
 from mlops.core import config, services
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import deploy, promotion
 from mlops.core.monitoring import store
 from mlops.core.training import registry
 from tests.conftest import ROOT
@@ -75,7 +75,7 @@ def test_deploy_through_mage_promotes_and_starts_the_predictor(
     assert champion is not None and challenger is not None and champion.version == challenger.version
     served = requests.get(f"{s.serving.url}/model", timeout=10).json()
     assert served["version"] == str(champion.version) and served["alias"] == registry.CHAMPION
-    last = deploy.events(s)[-1]
+    last = promotion.events(s)[-1]
     assert (last["action"], last["version"], last["alias"]) == ("promoted", str(champion.version), "champion")
 
 
@@ -83,12 +83,12 @@ def test_deploying_again_changes_nothing(
     deployed: subprocess.CompletedProcess[str], predictor_env: dict[str, str]
 ) -> None:
     s = module_settings(predictor_env)
-    before = len(deploy.events(s))
-    decision = deploy.promote_if_better(s)
+    before = len(promotion.events(s))
+    decision = promotion.promote_if_better(s)
     assert decision.action == "unchanged" and "already the champion" in decision.reason
     assert deploy.payload_for_champion(s)[1] is False
     assert "already serves version" in deploy.switch_predictor(s)
-    assert len(deploy.events(s)) == before
+    assert len(promotion.events(s)) == before
 
 
 def test_the_test_pipeline_scores_through_the_predictor_and_records_metrics(

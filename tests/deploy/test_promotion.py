@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops.core import config
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import deploy, promotion
 from mlops.core.serving.model_card import ModelCard
 from mlops.core.training import registry
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
@@ -21,7 +21,7 @@ from tests.deploy.conftest import aliases, payload_folder, set_challenger
 
 @dataclass
 class Step:
-    decision: deploy.Decision
+    decision: promotion.Decision
     aliases: dict[str, str]
     events: int  # model_events rows of the scenario's model after the step
     served: str | None  # the version model.json names after the step
@@ -47,28 +47,28 @@ def scenario(
     s = scenario_settings
     result = Scenario(useless=register_useless(), trained=register_trained(), worse=register_useless())
 
-    def step(name: str, decision: deploy.Decision) -> None:
+    def step(name: str, decision: promotion.Decision) -> None:
         deploy.payload_for_champion(s)
         card = ModelCard.read(payload_folder(s))
         served = card.version if card else None
-        result.steps[name] = Step(decision, aliases(client, s), len(deploy.events(s)), served)
+        result.steps[name] = Step(decision, aliases(client, s), len(promotion.events(s)), served)
 
     set_challenger(client, s, result.useless)
-    step("first", deploy.promote_if_better(s))
-    step("first_again", deploy.promote_if_better(s))
+    step("first", promotion.promote_if_better(s))
+    step("first_again", promotion.promote_if_better(s))
     set_challenger(client, s, result.trained)
-    step("better", deploy.promote_if_better(s))
+    step("better", promotion.promote_if_better(s))
     set_challenger(client, s, result.worse)
-    step("worse", deploy.promote_if_better(s))
-    step("worse_again", deploy.promote_if_better(s))
+    step("worse", promotion.promote_if_better(s))
+    step("worse_again", promotion.promote_if_better(s))
     decision, _ = deploy.rollback(s)
     step("rollback", decision)
     set_challenger(client, s, result.trained)
-    step("rolled_back_candidate", deploy.promote_if_better(s))
-    with pytest.raises(deploy.DeployError) as raised:
+    step("rolled_back_candidate", promotion.promote_if_better(s))
+    with pytest.raises(promotion.DeployError) as raised:
         deploy.rollback(s)
     result.rollback_error = str(raised.value)
-    result.events = deploy.events(s)
+    result.events = promotion.events(s)
     return result
 
 
@@ -144,9 +144,9 @@ def test_every_decision_is_one_audit_row(scenario: Scenario) -> None:
 
 
 def test_an_unknown_holdout_part_is_named(scenario_settings: config.Settings, scenario: Scenario) -> None:
-    with pytest.raises(deploy.DeployError, match="no prepared batch 'batch:winter'"):
-        deploy.holdout_frame(scenario_settings, ["test", "batch:winter"])
-    with pytest.raises(deploy.DeployError, match="'train' was used to fit"):
-        deploy.holdout_frame(scenario_settings, ["train"])
-    assert deploy.parse_holdout('["test", "batch:summer"]') == ["test", "batch:summer"]
-    assert deploy.parse_holdout(None) == ["test"]
+    with pytest.raises(promotion.DeployError, match="no prepared batch 'batch:winter'"):
+        promotion.holdout_frame(scenario_settings, ["test", "batch:winter"])
+    with pytest.raises(promotion.DeployError, match="'train' was used to fit"):
+        promotion.holdout_frame(scenario_settings, ["train"])
+    assert promotion.parse_holdout('["test", "batch:summer"]') == ["test", "batch:summer"]
+    assert promotion.parse_holdout(None) == ["test"]

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops.core import config
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import deploy, promotion
 from mlops.core.serving.model_card import ModelCard
 from tests.deploy.conftest import aliases, payload_folder, set_challenger
 from tests.serving.conftest import Predictor, start_predictor  # noqa: F401 (fixture)
@@ -26,7 +26,7 @@ def test_a_failed_switch_moves_the_champion_back_to_the_version_served(
 ) -> None:
     useless, trained = register_useless(), register_trained()
     set_challenger(client, scenario_settings, useless)
-    assert deploy.promote_if_better(scenario_settings).action == "promoted"
+    assert promotion.promote_if_better(scenario_settings).action == "promoted"
     folder, _ = deploy.payload_for_champion(scenario_settings)
     predictor = start_predictor(folder, env={"MLOPS_SECRETS__RELOAD_TOKEN": secrets.token_hex(16)})
     settings = scenario_settings.model_copy(
@@ -36,11 +36,11 @@ def test_a_failed_switch_moves_the_champion_back_to_the_version_served(
         }
     )
     set_challenger(client, settings, trained)
-    decision = deploy.promote_if_better(settings)
+    decision = promotion.promote_if_better(settings)
     assert decision.action == "promoted" and aliases(client, settings)["champion"] == trained
     deploy.payload_for_champion(settings)
 
-    with pytest.raises(deploy.DeployError) as raised:
+    with pytest.raises(promotion.DeployError) as raised:
         deploy.serve_or_revert(settings, decision.to_dict())
 
     message = str(raised.value)
@@ -49,6 +49,6 @@ def test_a_failed_switch_moves_the_champion_back_to_the_version_served(
     assert aliases(client, settings)["champion"] == useless == predictor.get("/model").json()["version"]
     card = ModelCard.read(payload_folder(settings))
     assert card is not None and card.version == useless
-    last = deploy.events(settings)[-1]
+    last = promotion.events(settings)[-1]
     assert (last["action"], last["version"], last["previous_version"]) == ("reverted", useless, trained)
     assert "refused the reload token" in last["reason"]

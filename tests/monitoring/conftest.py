@@ -21,9 +21,9 @@ WEBHOOKS = ROOT.parent / "shared" / "grafana"
 @pytest.fixture(scope="session")
 def champion(trained: Any, settings: config.Settings) -> str:
     """The trained challenger promoted by the deploy policy (or the champion already in place)."""
-    from mlops.core.lifecycle import deploy
+    from mlops.core.lifecycle import promotion
 
-    decision = deploy.promote_if_better(settings)
+    decision = promotion.promote_if_better(settings)
     assert decision.champion is not None
     return decision.champion
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from mlops.core import config, services
-from mlops.core.lifecycle import deploy, retrain
+from mlops.core.lifecycle import deploy, promotion, retrain
 from mlops.core.platform import mage_launcher, orchestration
 from mlops.core.training import registry
 
@@ -135,7 +135,7 @@ def test_firing_webhook_retrains_and_deploys_and_replays_do_not(stack: Stack, ch
     assert event["details"]["holdout"] == tags["holdout"].split(",")
     (alert,) = [a for a in retrain.alerts(settings) if a["action"] == "retrain"]
     assert alert["outcome"].startswith(f"version {version} {event['action']}")
-    served = deploy.champion_version(settings)
+    served = promotion.champion_version(settings)
     assert served == (version if event["action"] == "promoted" else champion)
     assert requests.get(f"{settings.serving.url}/model", timeout=10).json()["version"] == served
 

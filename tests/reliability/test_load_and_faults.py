@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlops.core import config, services
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import drift_metrics, store
 from mlops.core.serving import prediction_log
 from mlops.testing.drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
@@ -171,7 +171,7 @@ def test_mlflow_stopped_the_predictor_serves_its_pinned_model_and_deploy_fails_c
     )
     started = time.monotonic()
     with pytest.raises(Exception) as failure:  # whatever MLflow raises; the message is checked
-        deploy.promote_if_better(offline)
+        promotion.promote_if_better(offline)
     assert time.monotonic() - started < 120
     message = str(failure.value)
     print(f"deploy with MLflow down: {failure.type.__name__}: {message[:400]}")

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops.core import config
-from mlops.core.lifecycle import deploy
+from mlops.core.lifecycle import promotion
 from mlops.core.training import registry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow]
@@ -52,7 +52,7 @@ def test_a_killed_retrain_leaves_the_champion_and_the_next_one_works(
     assert trained_version is not None
     first = registry.register(client, trained_version.source, name, dict(trained_version.tags)).version
     client.set_registered_model_alias(name, registry.CHALLENGER, first)
-    assert deploy.promote_if_better(ours).champion == str(first)
+    assert promotion.promote_if_better(ours).champion == str(first)
     before = aliases(client, name)
 
     # the killed run searches long (it must still be fitting when the kill comes); the next one is quick
@@ -79,7 +79,7 @@ def test_a_killed_retrain_leaves_the_champion_and_the_next_one_works(
     killed.wait(timeout=30)
     assert killed.returncode == -signal.SIGKILL
     assert aliases(client, name) == before  # champion (and challenger) untouched
-    assert deploy.champion_version(ours) == str(first)
+    assert promotion.champion_version(ours) == str(first)
 
     # The next trigger: retrain to the end, then deploy on the common holdout it names.
     done = subprocess.run(
@@ -88,6 +88,6 @@ def test_a_killed_retrain_leaves_the_champion_and_the_next_one_works(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     retrained = json.loads(done.stdout.strip().splitlines()[-1])
     assert retrained["version"] is not None and aliases(client, name)[registry.CHALLENGER] == retrained["version"]
-    decision = deploy.promote_if_better(ours, retrained["holdout"])
+    decision = promotion.promote_if_better(ours, retrained["holdout"])
     assert decision.action in ("promoted", "rejected")
-    assert deploy.champion_version(ours) == decision.champion
+    assert promotion.champion_version(ours) == decision.champion

@@ -35,6 +35,7 @@ from sklearn.model_selection import train_test_split
 
 from mlops.core.config import Settings
 from mlops.core.data import preparation
+from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import store
 from mlops.core.monitoring.alerting import MODEL_LABEL
 from mlops.core.monitoring.drift_metrics import check_frame
@@ -310,7 +311,6 @@ def latest_event(settings: Settings, version: str) -> dict[str, Any] | None:
 
 def quality_before_after(settings: Settings, before: str, after: str) -> list[dict[str, Any]]:
     """ROC-AUC of two versions on every batch; labeled batches are scored on their held-out part only."""
-    from mlops.core.lifecycle import deploy  # local import: deploy pulls in the predictor's client
 
     learned = set(labeled_batches(settings))
     rows = []
@@ -319,6 +319,6 @@ def quality_before_after(settings: Settings, before: str, after: str) -> list[di
         if not preparation.batch_path(settings, part).is_file():
             part = name
         frame = preparation.load_batch(settings, part)
-        scores = {v: deploy.evaluate_version(settings, v, frame)["roc_auc"] for v in {before, after}}
+        scores = {v: promotion.evaluate_version(settings, v, frame)["roc_auc"] for v in {before, after}}
         rows.append({"batch": part, "rows": len(frame), "before": scores[before], "after": scores[after]})
     return rows

@@ -47,11 +47,11 @@ def cmd_deploy(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core.lifecycle import deploy
+    from mlops.core.lifecycle import deploy, promotion
 
     try:
         decision, predictor = deploy.rollback(settings)
-    except deploy.DeployError as exc:
+    except promotion.DeployError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
     console.print(f"[green]rolled back[/green]: {decision.reason}")
@@ -60,9 +60,9 @@ def cmd_rollback(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_payload(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core.lifecycle import deploy
+    from mlops.core.lifecycle import deploy, promotion
 
-    version = args.version or deploy.champion_version(settings)
+    version = args.version or promotion.champion_version(settings)
     folder = deploy.write_payload(settings, version)
     console.print(f"payload for version {version or '(none: no champion yet)'} written to {folder}")
     return 0

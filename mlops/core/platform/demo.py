@@ -125,7 +125,7 @@ def run(settings: config.Settings, console: Console, err: Console) -> int:
 
 def monitoring_loop(demo: Demo) -> tuple[int, dict[str, Any]]:
     """Monitor every batch, evaluate the alert rule, retrain and test on a firing alert; print the gain."""
-    from mlops.core.lifecycle import deploy, retrain
+    from mlops.core.lifecycle import promotion, retrain
     from mlops.core.monitoring import alerting, drift_metrics
 
     settings, console = demo.settings, demo.console
@@ -137,12 +137,12 @@ def monitoring_loop(demo: Demo) -> tuple[int, dict[str, Any]]:
     evaluation = alerting.evaluate(settings)
     console.rule("[bold]alert")
     console.print(reporting.alert_summary(evaluation, settings.monitoring_db))
-    before = deploy.champion_version(settings)
+    before = promotion.champion_version(settings)
     if evaluation.firing:
         for name, variables in (("retrain", alerting.notification(evaluation)), ("test", None)):
             if (code := demo.pipeline(name, variables, label=f"{name} (alert firing)")) != 0:
                 return code, {}
-    after = deploy.champion_version(settings)
+    after = promotion.champion_version(settings)
     console.rule("[bold]monitoring loop")
     reporting.show(drift_metrics.summary_table(runs, "monitor runs (champion before retraining)"))
     gains = []

@@ -41,7 +41,7 @@ CONFIG_FILE = "config.yaml"
 PACKAGE = Path(__file__).resolve().parents[2]  # the mlops package folder
 # The predictor's entry module; its module-level imports decide the image's requirements.
 SERVING_MODULE = "mlops.core.serving.predictor_app"
-# Distributions the served model or the server need although serving.py does not import them: the server,
+# Distributions the served model or the server need although predictor_app.py does not import them: the server,
 # what unpickling the model loads, and the PostgreSQL driver SQLAlchemy picks from the monitoring DB's URL.
 RUNTIME_DISTRIBUTIONS = (
     "gunicorn",
@@ -103,7 +103,7 @@ APP = '''\
 
 from mlops.core.serving import predictor_app
 
-app = serving.create_app()
+app = predictor_app.create_app()
 '''
 
 GUNICORN_CONF = '''\

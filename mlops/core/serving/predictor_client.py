@@ -133,6 +133,10 @@ class PredictorClient:
         """What GET /model says the predictor serves (its card; ``input_schema`` is the typed schema)."""
         return ServedModel.model_validate(self._request("GET", "/model").json())
 
+    def reload(self, token: str) -> None:
+        """Ask for a graceful reload of the payload (POST /reload with the bearer token)."""
+        self._request("POST", "/reload", headers={"Authorization": f"Bearer {token}"})
+
     def predict(self, records: list[dict[str, Any]]) -> Predictions:
         body = self._request("POST", "/predict", json=records).json()
         return Predictions(
