@@ -38,7 +38,7 @@ from benchmarks import write_result
 from mlops.core import config, services
 from mlops.core.data import features, preparation
 from mlops.core.lifecycle import promotion
-from mlops.core.monitoring import drift_metrics, store
+from mlops.core.monitoring import drift_metrics, monitored_inputs, store
 from mlops.core.serving import prediction_log, predictor_server
 from mlops.core.training import tuning
 from mlops.testing.drills import (
@@ -141,7 +141,7 @@ def monitoring_drills(settings: config.Settings, frame: pd.DataFrame) -> dict[st
     try:
         drift_metrics.monitor(settings, batch="truncated")
         truncated = "monitor accepted a truncated file"
-    except drift_metrics.MonitorInputError as exc:
+    except monitored_inputs.MonitorInputError as exc:
         truncated = str(exc)[:200]
     refused = drift_metrics.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]
     result = drift_metrics.MonitorResult(

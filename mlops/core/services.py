@@ -210,3 +210,12 @@ def embedded_postgres(data_dir: Path) -> str:
 
     server = pgserver.get_server(data_dir, cleanup_mode=None)
     return store.normalise_url(server.get_uri())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (secrets, and the state that holds database URLs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)

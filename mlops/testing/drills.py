@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from mlops.core import config, services
 from mlops.core.monitoring import store
-from mlops.core.platform import stack
+from mlops.core.platform import local_postgres
 
 # ---- a PostgreSQL we may stop ----------------------------------------------------------------------------
 
@@ -47,14 +47,14 @@ class ThrowawayPostgres:
         self.server_url = ""
 
     def start(self) -> ThrowawayPostgres:
-        if stack.system_postgres_bin() is None:
+        if local_postgres.system_postgres_bin() is None:
             raise RuntimeError("the drills need PostgreSQL's server binaries (e.g. /usr/lib/postgresql/*/bin)")
-        if not stack._usable_by_postgres_user(self.run / "pgdata"):
+        if not local_postgres.usable_by_postgres_user(self.run / "pgdata"):
             raise RuntimeError(f"the postgres system user cannot write {self.run / 'pgdata'}")
         base = config.load()
         ours = base.model_copy(update={"stack": base.stack.model_copy(update={"postgres_port": self.port})})
-        self.process, self.server_url = stack.start_system_postgres(ours, self.run, self.password)
-        stack.wait_postgres(self.server_url, self.process, timeout=60)
+        self.process, self.server_url = local_postgres.start_system_postgres(ours, self.run, self.password)
+        local_postgres.wait_postgres(self.server_url, self.process, timeout=60)
         return self
 
     def stop(self) -> None:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mlops.core.data.schema import CategoricalFeature, FeatureSchema, NumericalFeature
-from mlops.core.serving.request_validation import RecordValidator, RequestError
+from mlops.core.serving.request_errors import RequestError
+from mlops.core.serving.request_validation import RecordValidator
 
 SCHEMA = FeatureSchema(
     numerical={"visits": NumericalFeature(0, 40, 3, nullable=False, integer=True)},

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from mlops.core import config
 from mlops.core.data import preparation
 from mlops.core.lifecycle import retrain
-from mlops.core.monitoring import alerting, drift_metrics, drift_reference, store
+from mlops.core.monitoring import alerting, drift_metrics, drift_reference, monitored_inputs, store
 from mlops.core.platform import orchestration
 
 from .conftest import load_provisioning, webhook
@@ -107,7 +107,7 @@ def test_a_window_of_the_prediction_log_is_monitored(champion: str, fresh_settin
     )
     assert result.batch == drift_metrics.WINDOW_BATCH and result.rows == 800
     assert result.window_start is not None and result.roc_auc is None  # the log has no labels
-    with pytest.raises(drift_metrics.MonitorInputError, match="no predictions logged"):
+    with pytest.raises(monitored_inputs.MonitorInputError, match="no predictions logged"):
         drift_metrics.monitor(fresh_settings, window=(now - timedelta(days=30), now - timedelta(days=29)))
 
 
@@ -154,7 +154,7 @@ def test_a_schema_breaking_batch_fails_clearly_and_writes_nothing(
     broken = breakage(preparation.load_batch(fresh_settings, "summer").head(500).reset_index(drop=True))
     before = counts(fresh_settings)
     reports = set(fresh_settings.drift_reports_dir.glob("*.html"))
-    with pytest.raises(drift_metrics.MonitorInputError, match=message):
+    with pytest.raises(monitored_inputs.MonitorInputError, match=message):
         drift_metrics.monitor(fresh_settings, batch="broken", frame=broken)
     assert counts(fresh_settings) == before
     assert set(fresh_settings.drift_reports_dir.glob("*.html")) == reports
@@ -165,7 +165,7 @@ def test_a_corrupt_batch_file_fails_clearly(champion: str, fresh_settings: confi
     path.write_bytes(b"PAR1 this is not parquet")
     try:
         before = counts(fresh_settings)
-        with pytest.raises(drift_metrics.MonitorInputError, match="cannot be read"):
+        with pytest.raises(monitored_inputs.MonitorInputError, match="cannot be read"):
             drift_metrics.monitor(fresh_settings, batch="corrupt")
         assert counts(fresh_settings) == before
     finally:
@@ -177,7 +177,7 @@ def test_a_batch_name_is_not_a_path(champion: str, fresh_settings: config.Settin
     store.migrate(fresh_settings.monitoring_db)
     before = counts(fresh_settings)
     for name in ("../train", "../batches/summer", "/etc/passwd"):
-        with pytest.raises(drift_metrics.MonitorInputError, match="no batch"):
+        with pytest.raises(monitored_inputs.MonitorInputError, match="no batch"):
             drift_metrics.monitor(fresh_settings, batch=name)
     assert counts(fresh_settings) == before
 

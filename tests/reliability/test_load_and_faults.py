@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from mlops.core import config, services
 from mlops.core.lifecycle import promotion
-from mlops.core.monitoring import drift_metrics, store
+from mlops.core.monitoring import drift_metrics, monitored_inputs, store
 from mlops.core.serving import prediction_log
 from mlops.testing.drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
@@ -220,7 +220,7 @@ def test_a_truncated_batch_file_fails_clearly_and_writes_nothing(monitor_setting
     bank_frame.head(2000).to_parquet(whole, index=False)
     (batches / "truncated.parquet").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     before = monitor_counts(monitor_settings.monitoring_db)
-    with pytest.raises(drift_metrics.MonitorInputError, match="'truncated' cannot be read"):
+    with pytest.raises(monitored_inputs.MonitorInputError, match="'truncated' cannot be read"):
         drift_metrics.monitor(monitor_settings, batch="truncated")
     assert monitor_counts(monitor_settings.monitoring_db) == before
 

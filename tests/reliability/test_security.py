@@ -17,7 +17,7 @@ import yaml
 
 from mlops.core import config, services
 from mlops.core.lifecycle import deploy
-from mlops.core.platform import orchestration, stack
+from mlops.core.platform import orchestration, stack_state
 from mlops.core.serving import native_predictor
 from mlops.testing.drills import listening
 
@@ -87,7 +87,10 @@ def test_native_services_default_to_loopback() -> None:
         assert url.split("//", 1)[1].startswith("127.0.0.1:"), url
     assert services.mlflow_server.__defaults__ == ("127.0.0.1",)
     sources = {
-        "stack.py": (ROOT / "mlops/core/platform/stack.py").read_text(),
+        "stack.py": "".join(
+            (ROOT / "mlops/core/platform" / name).read_text()
+            for name in ("stack.py", "local_postgres.py", "stack_processes.py", "stack_state.py")
+        ),
         "services.py": (ROOT / "mlops/core/services.py").read_text(),
         "orchestration.py": (ROOT / "mlops/core/platform/orchestration.py").read_text(),
     }
@@ -160,7 +163,7 @@ def test_grafana_and_postgres_have_no_default_password() -> None:
     assert "POSTGRES_HOST_AUTH_METHOD" not in postgres  # never `trust`
     # natively the stack generates each password (0600 file) unless the environment gives one
     assert {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MLOPS_SECRETS__MAGE_OWNER_PASSWORD"} <= set(
-        stack.GENERATED_SECRETS
+        stack_state.GENERATED_SECRETS
     )
     defaults = config.load(environ={})
     assert defaults.secrets.reload_token is None and defaults.secrets.retrain_token is None

@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from mlops.core import config, services
-from mlops.core.platform import orchestration, stack
+from mlops.core.platform import orchestration, stack, stack_state
+from mlops.core.platform.stack_state import Service, State
 from tests.conftest import run_cli as mlops
 
 pytestmark = [pytest.mark.slow, pytest.mark.mage, pytest.mark.postgres]
@@ -60,7 +61,7 @@ def stack_env(folder: Path, bank_csv: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def running(stack_env: dict[str, str], folder: Path) -> Iterator[stack.State]:
+def running(stack_env: dict[str, str], folder: Path) -> Iterator[State]:
     """`up` once for the module; `down` at the end whatever happened."""
     started = time.monotonic()
     result = mlops("up", env=stack_env)
@@ -68,11 +69,11 @@ def running(stack_env: dict[str, str], folder: Path) -> Iterator[stack.State]:
     run = folder / "work" / "stack"
     try:
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-        state = stack.State.load(run)
+        state = State.load(run)
         assert state is not None
         yield state
     finally:
-        if (run / stack.STATE_FILE).exists():  # test_down_leaves_no_process_behind did not get to it
+        if (run / stack_state.STATE_FILE).exists():  # test_down_leaves_no_process_behind did not get to it
             mlops("down", env=stack_env, timeout=300)
 
 
@@ -88,10 +89,10 @@ def test_up_refuses_a_port_in_use_and_starts_nothing(folder: Path, bank_csv: Pat
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"port {port} (mlflow) is in use" in result.stderr
     assert "MLOPS_STACK__MLFLOW_PORT" in result.stderr
-    assert not (work / "stack" / stack.STATE_FILE).exists()
+    assert not (work / "stack" / stack_state.STATE_FILE).exists()
 
 
-def test_every_service_answers_its_health_endpoint(running: stack.State, stack_env: dict[str, str]) -> None:
+def test_every_service_answers_its_health_endpoint(running: State, stack_env: dict[str, str]) -> None:
     names = [s.name for s in running.services]
     assert names == ["postgres", "mlflow", "mage", "streamlit", "predictor"]  # the predictor waits for MLflow
     assert running.database == "postgres"  # the system binaries, run as the `postgres` user when root
@@ -111,7 +112,7 @@ def test_every_service_answers_its_health_endpoint(running: stack.State, stack_e
 
 
 def generated_secrets(folder: Path) -> dict[str, str]:
-    lines = (folder / "work" / "stack" / stack.SECRETS_FILE).read_text().splitlines()
+    lines = (folder / "work" / "stack" / stack_state.SECRETS_FILE).read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
 
 
@@ -121,12 +122,12 @@ def mage_api(stack_env: dict[str, str], folder: Path) -> orchestration.MageApi:
     return orchestration.MageApi(config.load(environ={**stack_env, "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": password}))
 
 
-def test_secrets_are_generated_private_and_used(running: stack.State, folder: Path, stack_env: dict[str, str]) -> None:
+def test_secrets_are_generated_private_and_used(running: State, folder: Path, stack_env: dict[str, str]) -> None:
     run = folder / "work" / "stack"
-    for name in (stack.SECRETS_FILE, stack.ENV_FILE, stack.STATE_FILE):
+    for name in (stack_state.SECRETS_FILE, stack_state.ENV_FILE, stack_state.STATE_FILE):
         assert (run / name).stat().st_mode & 0o777 == 0o600, name
     generated = generated_secrets(folder)
-    assert set(generated) == set(stack.GENERATED_SECRETS)
+    assert set(generated) == set(stack_state.GENERATED_SECRETS)
     assert all(len(value) >= 32 for value in generated.values())
     # Mage's API needs the generated owner login; the retrain trigger Grafana calls is pinned with the generated token
     mage = next(s for s in running.services if s.name == "mage")
@@ -137,7 +138,7 @@ def test_secrets_are_generated_private_and_used(running: stack.State, folder: Pa
 
 
 def test_a_pipeline_triggered_through_the_mage_api_completes(
-    running: stack.State, folder: Path, stack_env: dict[str, str]
+    running: State, folder: Path, stack_env: dict[str, str]
 ) -> None:
     mage = next(s for s in running.services if s.name == "mage").url
     api = mage_api(stack_env, folder)
@@ -157,7 +158,7 @@ def test_a_pipeline_triggered_through_the_mage_api_completes(
     assert (prepared / "train.parquet").is_file() and (prepared / "batches" / "summer.parquet").is_file()
 
 
-def test_mage_is_locked_down_as_far_as_it_allows(running: stack.State, folder: Path, stack_env: dict[str, str]) -> None:
+def test_mage_is_locked_down_as_far_as_it_allows(running: State, folder: Path, stack_env: dict[str, str]) -> None:
     mage = next(s for s in running.services if s.name == "mage").url
     upgrade = {
         "Connection": "Upgrade",
@@ -176,9 +177,7 @@ def test_mage_is_locked_down_as_far_as_it_allows(running: stack.State, folder: P
     assert "error" in answer, answer
 
 
-def test_no_secret_reaches_a_log_and_logs_are_private(
-    running: stack.State, folder: Path, stack_env: dict[str, str]
-) -> None:
+def test_no_secret_reaches_a_log_and_logs_are_private(running: State, folder: Path, stack_env: dict[str, str]) -> None:
     """After the retrain trigger was called with its token (the body is no alert: the run only records it)."""
     secrets_used = generated_secrets(folder)
     mage = next(s for s in running.services if s.name == "mage").url
@@ -202,10 +201,10 @@ def test_no_secret_reaches_a_log_and_logs_are_private(
     assert "/pipeline_runs/<redacted>" in (logs / "mage.log").read_text()
 
 
-def test_up_again_is_harmless(running: stack.State, stack_env: dict[str, str]) -> None:
+def test_up_again_is_harmless(running: State, stack_env: dict[str, str]) -> None:
     result = mlops("up", env=stack_env, timeout=120)
     assert result.returncode == 0 and "already up" in result.stdout
-    assert [s.pid for s in stack.State.load(Path(stack_env["MLOPS_PATHS__WORK_DIR"]) / "stack").services] == [
+    assert [s.pid for s in State.load(Path(stack_env["MLOPS_PATHS__WORK_DIR"]) / "stack").services] == [
         s.pid for s in running.services
     ]
 
@@ -214,12 +213,12 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     """`down` trusts state.json only for pids that are still the processes it recorded (same start time)."""
     sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        ghost = stack.Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time() - 100, "", "", "")
+        ghost = Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time() - 100, "", "", "")
         assert not ghost.is_running()
-        assert stack.stop(stack.State("sqlite", [ghost]), tmp_path) == []
+        assert stack.stop(State("sqlite", [ghost]), tmp_path) == []
         assert sleeper.poll() is None
-        real = stack.Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time(), "", "", "")
-        assert [name.split()[0] for name in stack.stop(stack.State("sqlite", [real]), tmp_path)] == ["mlflow"]
+        real = Service("mlflow", sleeper.pid, psutil.Process(sleeper.pid).create_time(), "", "", "")
+        assert [name.split()[0] for name in stack.stop(State("sqlite", [real]), tmp_path)] == ["mlflow"]
         assert sleeper.wait(timeout=10) is not None
     finally:
         sleeper.kill()
@@ -229,17 +228,17 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
 def test_embedded_postgres_is_stopped_by_its_recorded_postmaster(tmp_path: Path) -> None:
     """Without usable system binaries `up` runs pgserver's PostgreSQL, a daemon: `down` fast-stops its postmaster."""
     pid, url = stack.start_embedded_postgres(tmp_path)
-    service = stack.Service("postgres", pid, psutil.Process(pid).create_time(), "embedded", url, "", signal.SIGINT)
+    service = Service("postgres", pid, psutil.Process(pid).create_time(), "embedded", url, "", signal.SIGINT)
     try:
         assert stack.healthy(service)
-        assert [name.split()[0] for name in stack.stop(stack.State("embedded", [service]), tmp_path)] == ["postgres"]
+        assert [name.split()[0] for name in stack.stop(State("embedded", [service]), tmp_path)] == ["postgres"]
         assert not service.is_running()
     finally:
         if service.is_running():
             os.kill(pid, signal.SIGKILL)
 
 
-def test_down_leaves_no_process_behind(running: stack.State, stack_env: dict[str, str]) -> None:
+def test_down_leaves_no_process_behind(running: State, stack_env: dict[str, str]) -> None:
     groups = {os.getpgid(s.pid) for s in running.services}
     members = [p.pid for p in psutil.process_iter() if _group(p.pid) in groups]
     assert len(members) > len(running.services)  # the servers' workers and backends are in the groups too

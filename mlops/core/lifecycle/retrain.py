@@ -38,7 +38,7 @@ from mlops.core.data import preparation
 from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import store
 from mlops.core.monitoring.alerting import MODEL_LABEL
-from mlops.core.monitoring.drift_metrics import check_frame
+from mlops.core.monitoring.monitored_inputs import check_frame
 from mlops.core.training import registry, tuning
 
 HOLDOUT_SUFFIX = ".holdout"

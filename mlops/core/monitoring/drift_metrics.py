@@ -38,19 +38,22 @@ from rich.table import Table
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from mlops.core.config import Settings
-from mlops.core.data import features, preparation
+from mlops.core.data import preparation
 from mlops.core.monitoring import drift_reference, store
 from mlops.core.monitoring.drift_reference import PREDICTION
+from mlops.core.monitoring.monitored_inputs import (
+    MonitorInputError,
+    check_frame,
+    logged_predictions,
+    parse_window,
+    read_batch,
+)
 from mlops.core.training import registry
 
 # A distance (not a p-value), so "above the threshold" means drift, as the alert rule reads it.
 PREDICTION_DRIFT_METHOD = "wasserstein"
 DATASET_DRIFT_SHARE = 0.5  # Evidently's default: dataset drift when half the columns drift
 WINDOW_BATCH = "predictions"  # the batch name of a prediction-log window
-
-
-class MonitorInputError(ValueError):
-    """The batch cannot be monitored (unreadable, schema broken, empty); nothing was written."""
 
 
 EMPTY_METHOD = "all missing"  # a column with no value in the batch (or the reference): judged without Evidently
@@ -99,65 +102,6 @@ class MonitorResult:
             if out[key] is not None:
                 out[key] = out[key].isoformat()
         return {key: value for key, value in out.items() if value is not None}
-
-
-# ---- input -----------------------------------------------------------------------------------------
-
-
-def check_frame(frame: pd.DataFrame, settings: Settings, source: str) -> pd.DataFrame:
-    """The model's input columns of ``frame`` (normalised), or a clear error naming the broken columns."""
-    dataset = settings.dataset
-    if frame.empty:
-        raise MonitorInputError(f"{source}: the batch has no rows")
-    missing = [c for c in dataset.features if c not in frame.columns]
-    if missing:
-        raise MonitorInputError(f"{source}: missing feature column(s) {missing}")
-    problems = []
-    for col in dataset.numerical:
-        values = frame[col]
-        parsed = pd.to_numeric(values, errors="coerce")
-        bad = int((parsed.isna() & values.notna()).sum() + np.isinf(parsed.to_numpy(dtype=float)).sum())
-        if bad:
-            problems.append(f"{col}: not a finite number ({bad} bad row{'s' if bad != 1 else ''})")
-        elif col not in dataset.nullable_numerical and (nulls := int(values.isna().sum())):
-            problems.append(f"{col}: missing values in a column that may not be empty ({nulls} rows)")
-    target = dataset.target
-    if target in frame.columns:
-        labels = frame[target]
-        bad = int((~labels.astype(str).isin(dataset.labels) | labels.isna()).sum())
-        if bad:
-            problems.append(f"{target}: label not in {dataset.labels} ({bad} bad row{'s' if bad != 1 else ''})")
-    if problems:
-        raise MonitorInputError(f"{source} breaks the dataset's schema:\n" + "\n".join(f"  - {p}" for p in problems))
-    return features.normalise(frame, dataset)
-
-
-def read_batch(settings: Settings, name: str) -> pd.DataFrame:
-    """A prepared monitoring batch; an unreadable file is an input error, not a crash."""
-    try:
-        return preparation.load_batch(settings, name)
-    except FileNotFoundError as exc:
-        raise MonitorInputError(str(exc)) from exc
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise MonitorInputError(f"batch {name!r} cannot be read ({exc.__class__.__name__}: {exc})") from exc
-
-
-def logged_predictions(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """The logged inputs of the predictions scored in ``[start, end)`` (the live traffic)."""
-    if start >= end:
-        raise MonitorInputError(f"window: start {start.isoformat()} is not before end {end.isoformat()}")
-    table = store.predictions
-    query = (
-        sa.select(table.c.inputs)
-        .where(table.c.model_name == settings.training.model_name)
-        .where(table.c.scored_at >= start, table.c.scored_at < end)
-        .order_by(table.c.id)
-    )
-    with store.connection(settings.monitoring_db) as conn:
-        records = [row.inputs for row in conn.execute(query)]
-    if not records:
-        raise MonitorInputError(f"window: no predictions logged between {start.isoformat()} and {end.isoformat()}")
-    return pd.DataFrame.from_records(records)
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -380,18 +324,6 @@ def runs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     with store.connection(url) as conn:
         rows = conn.execute(sa.select(table).order_by(table.c.id.desc()).limit(limit))
         return [dict(row._mapping) for row in rows]
-
-
-def parse_window(start: str | datetime, end: str | datetime) -> tuple[datetime, datetime]:
-    """A window from ISO-8601 strings (naive means UTC)."""
-    bounds = []
-    for label, value in (("window_start", start), ("window_end", end)):
-        try:
-            moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        except ValueError as exc:
-            raise MonitorInputError(f"{label}: not an ISO-8601 time: {value!r}") from exc
-        bounds.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return bounds[0], bounds[1]
 
 
 def monitor_from_variables(settings: Settings, variables: dict[str, Any]) -> MonitorResult:

@@ -75,16 +75,20 @@ def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core.monitoring import drift_metrics
+    from mlops.core.monitoring import monitored_inputs
 
     try:  # check the input here, so that bad input exits 2 before Mage starts
         if args.batch:
-            drift_metrics.check_frame(drift_metrics.read_batch(settings, args.batch), settings, f"batch {args.batch!r}")
+            monitored_inputs.check_frame(
+                monitored_inputs.read_batch(settings, args.batch), settings, f"batch {args.batch!r}"
+            )
             return run_pipeline(settings, "monitor", {"batch": args.batch})
         if not (args.start and args.end):
-            raise drift_metrics.MonitorInputError("give a batch name, or --start and --end of a prediction-log window")
-        drift_metrics.parse_window(args.start, args.end)
-    except drift_metrics.MonitorInputError as exc:
+            raise monitored_inputs.MonitorInputError(
+                "give a batch name, or --start and --end of a prediction-log window"
+            )
+        monitored_inputs.parse_window(args.start, args.end)
+    except monitored_inputs.MonitorInputError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
     return run_pipeline(settings, "monitor", {"window_start": args.start, "window_end": args.end})
@@ -105,7 +109,7 @@ def cmd_config(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core import services
-    from mlops.core.platform import stack
+    from mlops.core.platform import stack, stack_state
 
     try:
         stack.up(settings, say=console.print)
@@ -116,9 +120,9 @@ def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
         err.print(f"[red]the stack did not come up:[/red] {exc}", highlight=False)
         return 1
     console.print(stack.status_table(stack.status(settings)))
-    env_file = stack.run_folder(settings) / stack.ENV_FILE
+    env_file = stack_state.run_folder(settings) / stack_state.ENV_FILE
     console.print(
-        f"logs and pids: {stack.run_folder(settings)}; point a shell at this stack: set -a; . {env_file}; set +a"
+        f"logs and pids: {stack_state.run_folder(settings)}; point a shell at this stack: set -a; . {env_file}; set +a"
     )
     return 0
 
@@ -132,12 +136,13 @@ def cmd_down(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core.platform import stack
+    from mlops.core.platform import stack, stack_state
 
     rows = stack.status(settings)
     if not rows:
         console.print(
-            f"the stack is not running (no state in {stack.run_folder(settings)}); start it with `python -m mlops up`"
+            f"the stack is not running (no state in {stack_state.run_folder(settings)}); "
+            "start it with `python -m mlops up`"
         )
         return 1
     console.print(stack.status_table(rows))

@@ -42,7 +42,8 @@ from mlops.core.data.schema import FeatureSchema
 from mlops.core.serving import openapi
 from mlops.core.serving.model_card import ModelCard, ModelCardError, ServedModel
 from mlops.core.serving.prediction_log import PredictionLog, ScoredBatch
-from mlops.core.serving.request_validation import RecordValidator, RequestError
+from mlops.core.serving.request_errors import RequestError
+from mlops.core.serving.request_validation import RecordValidator
 from mlops.core.serving.scoring import ExplanationUnavailable, Scorer, decisions, explain, probe_records, scorer_for
 
 log = logging.getLogger(__name__)

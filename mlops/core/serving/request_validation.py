@@ -21,49 +21,21 @@ import io
 import json
 import math
 import re
-from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Annotated, Any, Literal, Optional, overload
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-import numpy as np
-from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails, from_json
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from mlops.core.data.schema import FeatureSchema
+from mlops.core.serving.column_batches import ColumnCheck
+from mlops.core.serving.record_types import DEFAULT_MAX_TEXT, record_type
+from mlops.core.serving.request_errors import FieldErrors, RequestError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 SPLIT_KEY = "dataframe_split"  # MLflow's name for the column-oriented JSON body
 SPLIT_START = re.compile(rb'\s*\{\s*"' + SPLIT_KEY.encode() + rb'"')  # a body whose first key is it
-MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
-# Tree boosters compute in 32-bit floats: a larger magnitude would become infinite inside the model.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-# Free text: any but NUL (PostgreSQL cannot store it in the prediction log's JSON: the row would never be
-# written), up to ``serving.max_text_length`` characters (the log stores what it scores).
-NO_NUL = r"^[^\x00]*$"
-DEFAULT_MAX_TEXT = 256
-
-
-def text_type(max_length: int) -> Any:
-    return Annotated[str, Field(strict=True, pattern=NO_NUL, max_length=max_length)]
-
-
-@dataclass
-class RequestError(Exception):
-    """A client error: HTTP ``status``, a message, and per-field problems (``field``, ``reason``, ``record``)."""
-
-    status: int
-    message: str
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-    def body(self) -> dict[str, Any]:
-        listed = self.errors[:MAX_LISTED_ERRORS]
-        out: dict[str, Any] = {"error": self.message, "errors": listed}
-        if len(self.errors) > len(listed):
-            out["error_count"] = len(self.errors)
-        return out
 
 
 @dataclass(frozen=True)
@@ -71,52 +43,6 @@ class ParsedCsv:
     records: list[dict[str, Any]]
     header: list[str]
     rows: list[list[str]]  # the cells as sent, echoed in the CSV answer
-
-
-class ColumnBatch(Sequence[dict[str, Any]]):
-    """Validated records held as columns: numeric ones as float64 arrays (NaN where missing), category
-    ones as object arrays (``None`` where missing). Indexing or iterating builds record dicts (missing as
-    ``None``), so it goes wherever a list of records goes; the scorer reads the columns directly."""
-
-    def __init__(self, numeric: dict[str, np.ndarray], categorical: dict[str, np.ndarray], order: list[str]) -> None:
-        self.numeric = numeric
-        self.categorical = categorical
-        self.order = order  # the features, in the schema's order
-        lengths = [len(v) for v in numeric.values()] + [len(v) for v in categorical.values()]
-        self._length = lengths[0] if lengths else 0
-
-    def __len__(self) -> int:
-        return self._length
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        if not -self._length <= index < self._length:
-            raise IndexError(index)
-        return dict(zip(self.order, (column[index] for column in self._columns), strict=True))
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (dict(zip(self.order, row, strict=True)) for row in zip(*self._columns, strict=True))
-
-    @cached_property
-    def _columns(self) -> list[list[Any]]:
-        out = []
-        for name in self.order:
-            if name in self.numeric:
-                values = self.numeric[name]
-                column: list[Any] = values.tolist()
-                for i in np.flatnonzero(np.isnan(values)).tolist():
-                    column[i] = None
-                out.append(column)
-            else:
-                out.append(self.categorical[name].tolist())
-        return out
 
 
 def refuse_duplicate_keys(body: bytes, keys: int) -> None:
@@ -141,42 +67,6 @@ def refuse_duplicate_keys(body: bytes, keys: int) -> None:
     json.loads(body, object_pairs_hook=unique)
 
 
-def number_as_category(categories: Sequence[str]) -> BeforeValidator:
-    """A JSON number equal to an allowed category is that category (a 0/1 flag sent as ``0``, not ``"0"``);
-    any other number stays refused, with the allowed categories named."""
-    allowed = frozenset(categories)
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            text = str(value)
-        elif isinstance(value, float) and math.isfinite(value):
-            text = str(int(value)) if value.is_integer() else repr(value)
-        else:
-            return value
-        return text if text in allowed else value
-
-    return BeforeValidator(convert)
-
-
-def record_type(
-    schema: FeatureSchema, open_categories: Collection[str] = (), max_text_length: int = DEFAULT_MAX_TEXT
-) -> type:
-    """A TypedDict of one record: every feature required, no other key allowed."""
-    free_text = text_type(max_text_length)
-    fields: dict[str, Any] = {}
-    for name, num in schema.numerical.items():
-        fields[name] = Optional[Number] if num.nullable else Number  # noqa: UP045 (runtime type expression)
-    for name, cat in schema.categorical.items():
-        allowed: Any = Literal[tuple(cat.categories)]
-        kind: Any = free_text if name in open_categories else Annotated[allowed, number_as_category(cat.categories)]
-        fields[name] = Optional[kind] if cat.nullable else kind  # noqa: UP045
-    record = TypedDict("Record", fields)  # type: ignore[misc]
-    record.__pydantic_config__ = ConfigDict(extra="forbid", title="Record")  # type: ignore[attr-defined]
-    return record
-
-
 class RecordValidator:
     """Parses and validates request bodies (JSON or CSV) into records ready for scoring."""
 
@@ -195,7 +85,8 @@ class RecordValidator:
         self.one: TypeAdapter[Any] = TypeAdapter(record)
         records: Any = Annotated[list[record], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
         self.many: TypeAdapter[Any] = TypeAdapter(records)
-        self._allowed = {name: frozenset(cat.categories) for name, cat in schema.categorical.items()}
+        self.columns = ColumnCheck(schema, self.open_categories, max_text_length)
+        self.errors = FieldErrors(schema, max_rows, max_text_length)
 
     def record_json_schema(self) -> dict[str, Any]:
         return self.one.json_schema()
@@ -258,7 +149,7 @@ class RecordValidator:
             )
         if len(data) > self.max_rows:
             raise RequestError(413, f"more than {self.max_rows} records in one request")
-        checked = self._columns_if_valid(columns, data)
+        checked = self.columns.batch_if_valid(columns, data)
         if checked is not None:
             return checked
         width_errors = [
@@ -271,70 +162,13 @@ class RecordValidator:
         try:  # refused by the column check: pydantic names every problem (or accepts what it was stricter on)
             return self.many.validate_python([dict(zip(columns, row, strict=True)) for row in data])
         except ValidationError as exc:
-            raise self._request_error(exc.errors(include_url=False, include_context=True), many=True) from None
-
-    def _columns_if_valid(self, columns: list[str], data: list[Any]) -> ColumnBatch | None:
-        """The batch if every cell passes, else ``None``."""
-        try:
-            table = np.array(data, dtype=object)
-        except ValueError:  # ragged rows
-            return None
-        if table.ndim != 2 or table.shape[1] != len(columns):
-            return None
-        numeric: dict[str, np.ndarray] = {}
-        categorical: dict[str, np.ndarray] = {}
-        for name in self.schema.features:
-            cells = table[:, columns.index(name)]
-            if name in self.schema.numerical:
-                values = self._numeric_column(name, cells)
-                if values is None:
-                    return None
-                numeric[name] = values
-            else:
-                labels = self._category_column(name, cells)
-                if labels is None:
-                    return None
-                categorical[name] = labels
-        return ColumnBatch(numeric, categorical, list(self.schema.features))
-
-    def _numeric_column(self, name: str, cells: np.ndarray) -> np.ndarray | None:
-        kinds = set(map(type, cells.tolist()))  # bool is not int here: True is refused, as pydantic's strict float does
-        if not kinds <= {int, float, type(None)} or (type(None) in kinds and not self.schema.numerical[name].nullable):
-            return None
-        try:
-            # None -> NaN (JSON has no NaN: pydantic-core reads a NaN token as a float, refused below)
-            values = cells.astype(np.float64)
-        except OverflowError:  # an integer beyond float64
-            return None
-        present = values[cells != None] if type(None) in kinds else values  # noqa: E711 (element-wise)
-        if not (np.isfinite(present).all() and (np.abs(present) <= FLOAT32_MAX).all()):
-            return None
-        return values
-
-    def _category_column(self, name: str, cells: np.ndarray) -> np.ndarray | None:
-        spec = self.schema.categorical[name]
-        try:
-            seen = set(cells.tolist())
-        except TypeError:  # a list or an object in a cell
-            return None
-        if None in seen:
-            if not spec.nullable:
-                return None
-            seen.discard(None)
-        if not all(type(v) is str for v in seen):
-            return None
-        if name in self.open_categories:
-            if any("\x00" in v or len(v) > self.max_text_length for v in seen):
-                return None
-        elif not seen <= self._allowed[name]:
-            return None
-        return cells
+            raise self.errors.request_error(exc.errors(include_url=False, include_context=True), many=True) from None
 
     def _validate(self, adapter: TypeAdapter[Any], body: bytes, many: bool) -> Any:
         try:
             return adapter.validate_json(body)
         except ValidationError as exc:
-            raise self._request_error(exc.errors(include_url=False, include_context=True), many) from None
+            raise self.errors.request_error(exc.errors(include_url=False, include_context=True), many) from None
 
     def parse_csv(self, body: bytes) -> ParsedCsv:
         """A CSV with a header row naming the features; an empty cell is a missing value."""
@@ -372,7 +206,7 @@ class RecordValidator:
         try:
             records = self.many.validate_python(raw)
         except ValidationError as exc:
-            raise self._request_error(exc.errors(include_url=False, include_context=True), many=True) from None
+            raise self.errors.request_error(exc.errors(include_url=False, include_context=True), many=True) from None
         return ParsedCsv(records, header, rows)
 
     def _header_problems(self, header: list[str]) -> list[dict[str, Any]]:
@@ -388,59 +222,6 @@ class RecordValidator:
             for name in sorted({n for n in header if header.count(n) > 1})
         ]
         return problems
-
-    def _request_error(self, errors: list[ErrorDetails], many: bool) -> RequestError:
-        if any(e["type"] == "json_invalid" for e in errors):
-            reason = next(e for e in errors if e["type"] == "json_invalid")["msg"]
-            return RequestError(400, f"the body is not valid JSON: {reason}")
-        if any(e["type"] == "too_long" and len(e["loc"]) == 0 for e in errors):
-            return RequestError(413, f"more than {self.max_rows} records in one request")
-        problems = [self._problem(e, many) for e in errors]
-        return RequestError(422, "the request does not match the model's feature schema", problems)
-
-    def _problem(self, error: ErrorDetails, many: bool) -> dict[str, Any]:
-        loc = list(error["loc"])
-        out: dict[str, Any] = {}
-        if many and loc and isinstance(loc[0], int):
-            out["record"] = loc.pop(0)
-        name = str(loc[0]) if loc else ("(body)" if not many or "record" not in out else "(record)")
-        out["field"] = name
-        out["reason"] = self._reason(name, error)
-        return out
-
-    def _reason(self, name: str, error: ErrorDetails) -> str:
-        kind, value = error["type"], error.get("input")
-        if kind == "missing":
-            return "required field is missing"
-        if kind == "extra_forbidden":
-            return "unknown field (not a feature of the model)"
-        if kind == "too_short":
-            return "at least one record is required"
-        if kind in ("dict_type", "model_type", "typed_dict_type"):
-            return "expected a JSON object (a record)"
-        if value is None:
-            return "must not be missing (null): training had no missing values in this field"
-        if kind == "literal_error":
-            allowed = self.schema.categorical[name].categories
-            return f"{_shown(value)} is not an allowed category; allowed: {allowed}"
-        if kind == "string_pattern_mismatch":
-            return "must not contain NUL characters"
-        if kind == "string_too_long":
-            return f"at most {self.max_text_length} characters (serving.max_text_length), got {len(str(value)):,}"
-        if kind == "finite_number":
-            return "must be a finite number"
-        if kind in ("greater_than_equal", "less_than_equal"):
-            return f"must be between {-FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} (the model computes in 32-bit floats)"
-        if name in self.schema.numerical:
-            return f"expected a number, got {_shown(value)}"
-        if name in self.schema.categorical:
-            return f"expected a string (a category), got {_shown(value)}"
-        return str(error["msg"])
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool) else type(value).__name__
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _csv_number(cell: str) -> Any:

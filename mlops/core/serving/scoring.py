@@ -31,8 +31,8 @@ from threadpoolctl import threadpool_limits
 from mlops.core import families
 from mlops.core.config import Dataset
 from mlops.core.data.features import frame_from_records
+from mlops.core.serving.column_batches import ColumnBatch
 from mlops.core.serving.compiled_trees import CompiledTrees, UnsupportedTrees, compile_estimator
-from mlops.core.serving.request_validation import ColumnBatch
 
 Record = Mapping[str, Any]
 BIG_BATCH = 10_000  # from this many records on, the booster predicts with all cores
