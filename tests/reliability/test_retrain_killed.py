@@ -31,7 +31,8 @@ STARTED = "retrain-started"
 # The retrain pipeline's core, as its blocks call it, for an alert that decided to retrain.
 RETRAIN = (
     "import json\n"
-    "from mlops.core import config, retrain\n"
+    "from mlops.core import config\n"
+    "from mlops.core.lifecycle import retrain\n"
     f"print({STARTED!r}, flush=True)\n"
     "print(json.dumps(retrain.retrain(config.load(), {'retrain': True, 'alert_id': None}).to_dict()), flush=True)\n"
 )
