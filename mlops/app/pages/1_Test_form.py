@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from mlops.app import ui
-from mlops.core.serving.predictor_client import InvalidInput, Prediction, PredictorError
+from mlops.core.serving.api_bodies import Prediction
+from mlops.core.serving.predictor_client import InvalidInput, PredictorError
 
 MISSING = "(missing)"
 
@@ -52,7 +53,7 @@ if submitted or (st.query_params.get("example") and "result" not in st.session_s
         try:
             # /explain scores the record too: one request, one logged prediction.
             explanation = client.explain(record)
-            scored = Prediction(explanation.probability, explanation.decision)
+            scored = Prediction(probability=explanation.probability, decision=explanation.decision)
             version, explain_error = explanation.model_version, None
         except InvalidInput as exc:
             problems = "\n".join(f"- **{e.field}**: {e.reason}" for e in exc.errors)

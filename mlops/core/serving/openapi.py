@@ -2,7 +2,8 @@
 
 The record schema is the request validator's own (:mod:`mlops.core.serving.request_validation`), so the document
 says exactly what a request is checked against; ``GET /model``'s answer is the model card's schema
-(:mod:`mlops.core.serving.model_card`). Clients, the app's forms and the fuzz drill read this document.
+(:mod:`mlops.core.serving.model_card`); every other answer's schema is its body's own
+(:mod:`mlops.core.serving.api_bodies`). Clients, the app's forms and the fuzz drill read this document.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlops.core.config import Settings
+from mlops.core.serving import api_bodies
 from mlops.core.serving.model_card import ServedModel
 
 CSV_TYPE = "text/csv"
@@ -39,37 +41,12 @@ def document(record_schema: dict[str, Any] | None, version: str | None, settings
         "description": "no model deployed yet: every request answers 503",
     }
     max_rows = settings.serving.max_batch_rows
-    error = {
-        "type": "object",
-        "required": ["error", "errors"],
-        "properties": {
-            "error": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["field", "reason"],
-                    "properties": {
-                        "field": {"type": "string"},
-                        "reason": {"type": "string"},
-                        "record": {"type": "integer", "minimum": 0},
-                    },
-                },
-            },
-            "error_count": {"type": "integer"},
-        },
-    }
-    prediction = {
-        "type": "object",
-        "required": ["probability", "decision"],
-        "properties": {"probability": {"type": "number"}, "decision": {"type": "boolean"}},
-    }
     bad_input = {
-        400: ("malformed JSON or CSV", "Error"),
-        413: (f"body over {settings.serving.max_body_bytes} bytes or over {max_rows} records", "Error"),
-        415: ("unsupported Content-Type", "Error"),
-        422: ("the records do not match the feature schema; every bad field is named", "Error"),
-        503: ("no model deployed yet", "Error"),
+        400: ("malformed JSON or CSV", "ErrorBody"),
+        413: (f"body over {settings.serving.max_body_bytes} bytes or over {max_rows} records", "ErrorBody"),
+        415: ("unsupported Content-Type", "ErrorBody"),
+        422: ("the records do not match the feature schema; every bad field is named", "ErrorBody"),
+        503: ("no model deployed yet", "ErrorBody"),
     }
     csv_body = {
         "schema": {"type": "string"},
@@ -95,7 +72,7 @@ def document(record_schema: dict[str, Any] | None, version: str | None, settings
             "/model": {
                 "get": {
                     "summary": "the deployed model: name, version, alias, metrics, threshold, schema",
-                    "responses": _responses({200: ("the model", "ModelInfo"), 503: ("no model", "Error")}),
+                    "responses": _responses({200: ("the model", "ModelInfo"), 503: ("no model", "ErrorBody")}),
                 }
             },
             "/predict": {
@@ -135,7 +112,7 @@ def document(record_schema: dict[str, Any] | None, version: str | None, settings
                     "responses": _responses(
                         {
                             200: ("the explanation", "Explanation"),
-                            409: ("the model family has no exact explanation here", "Error"),
+                            409: ("the model family has no exact explanation here", "ErrorBody"),
                             **bad_input,
                         }
                     ),
@@ -148,9 +125,9 @@ def document(record_schema: dict[str, Any] | None, version: str | None, settings
                     "responses": _responses(
                         {
                             202: ("reloading", "Reloading"),
-                            401: ("no bearer token sent", "Error"),
-                            403: ("wrong token", "Error"),
-                            503: ("no token configured, or not running under gunicorn", "Error"),
+                            401: ("no bearer token sent", "ErrorBody"),
+                            403: ("wrong token", "ErrorBody"),
+                            503: ("no token configured, or not running under gunicorn", "ErrorBody"),
                         }
                     ),
                 }
@@ -188,55 +165,8 @@ def document(record_schema: dict[str, Any] | None, version: str | None, settings
                         }
                     },
                 },
-                "Error": error,
-                "Status": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
-                "Readiness": {
-                    "type": "object",
-                    "required": ["ready"],
-                    "properties": {
-                        "ready": {"type": "boolean"},
-                        "reason": {"type": "string"},
-                        "model_name": {"type": "string"},
-                        "model_version": {"type": "string"},
-                    },
-                },
                 "ModelInfo": ServedModel.json_schema(),
-                "Predictions": {
-                    "type": "object",
-                    "required": ["request_id", "model_name", "model_version", "threshold", "predictions"],
-                    "properties": {
-                        "request_id": {"type": "string"},
-                        "model_name": {"type": "string"},
-                        "model_version": {"type": "string"},
-                        "threshold": {"type": "number"},
-                        "predictions": {"type": "array", "items": prediction},
-                    },
-                },
-                "Explanation": {
-                    "type": "object",
-                    "required": [
-                        "request_id",
-                        "model_version",
-                        "probability",
-                        "decision",
-                        "base_value",
-                        "contributions",
-                    ],
-                    "properties": {
-                        "request_id": {"type": "string"},
-                        "model_version": {"type": "string"},
-                        "probability": {"type": "number"},
-                        "decision": {"type": "boolean"},
-                        "base_value": {"type": "number"},
-                        "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
-                        "units": {"const": "log-odds"},
-                    },
-                },
-                "Reloading": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "reloading"}, "payload_version": {"type": ["string", "null"]}},
-                },
+                **api_bodies.component_schemas(),
             },
         },
     }

@@ -39,7 +39,7 @@ from werkzeug.exceptions import HTTPException
 from mlops.core import config
 from mlops.core.config import Settings
 from mlops.core.data.schema import FeatureSchema
-from mlops.core.serving import openapi
+from mlops.core.serving import api_bodies, openapi
 from mlops.core.serving.model_card import ModelCard, ModelCardError, ServedModel
 from mlops.core.serving.prediction_log import PredictionLog, ScoredBatch
 from mlops.core.serving.request_errors import RequestError
@@ -151,8 +151,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
 
 
-def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> Response:
-    return _json({"error": message, "errors": errors or []}, status)
+def _error(status: int, message: str) -> Response:
+    return _json(api_bodies.dump(api_bodies.ErrorBody(error=message)), status)
 
 
 def create_app(settings: Settings | None = None, payload_dir: Path | None = None) -> Flask:
@@ -254,13 +254,14 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
 
     @app.get("/health")
     def health() -> Response:
-        return _json({"status": "ok"})
+        return _json(api_bodies.dump(api_bodies.Status()))
 
     @app.get("/ready")
     def ready() -> Response:
         if model is None:
-            return _json({"ready": False, "reason": not_ready}, 503)
-        return _json({"ready": True, "model_name": model.name, "model_version": model.version})
+            return _json(api_bodies.dump(api_bodies.Readiness(ready=False, reason=not_ready)), 503)
+        ready = api_bodies.Readiness(ready=True, model_name=model.name, model_version=model.version)
+        return _json(api_bodies.dump(ready))
 
     @app.get("/model")
     def model_info() -> Response:
@@ -299,18 +300,15 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
             records = deployed.validator.parse_json(body)
         with phase("score"):
             probabilities, decided = score(deployed, records)
-        predictions = [
-            {"probability": p, "decision": d} for p, d in zip(probabilities.tolist(), decided.tolist(), strict=True)
-        ]
-        return _json(
-            {
-                "request_id": g.request_id,
-                "model_name": deployed.name,
-                "model_version": deployed.version,
-                "threshold": deployed.threshold,
-                "predictions": predictions,
-            }
+        answer = api_bodies.predictions_body(
+            request_id=g.request_id,
+            model_name=deployed.name,
+            model_version=deployed.version,
+            threshold=deployed.threshold,
+            probabilities=probabilities.tolist(),
+            decisions=decided.tolist(),
         )
+        return _json(answer)
 
     @app.post("/explain")
     def explain_record() -> Response:
@@ -324,15 +322,16 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         decided = bool(decisions(np.array([explanation.probability]), deployed.threshold)[0])
         score(deployed, [record])
         return _json(
-            {
-                "request_id": g.request_id,
-                "model_version": deployed.version,
-                "probability": explanation.probability,
-                "decision": decided,
-                "base_value": explanation.base_value,
-                "contributions": explanation.contributions,
-                "units": "log-odds",
-            }
+            api_bodies.dump(
+                api_bodies.Explanation(
+                    request_id=g.request_id,
+                    model_version=deployed.version,
+                    probability=explanation.probability,
+                    decision=decided,
+                    base_value=explanation.base_value,
+                    contributions=explanation.contributions,
+                )
+            )
         )
 
     @app.post("/reload")
@@ -355,7 +354,7 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         except PayloadError:
             upcoming = None
         os.kill(int(arbiter), signal.SIGHUP)  # graceful: new workers load the payload, old ones finish
-        return _json({"status": "reloading", "payload_version": upcoming}, 202)
+        return _json(api_bodies.dump(api_bodies.Reloading(payload_version=upcoming)), 202)
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:

@@ -3,17 +3,20 @@
 - :class:`PredictorUnavailable`: nothing answers at the URL, or it answers but has no model (``/ready`` 503).
 - :class:`InvalidInput`: the predictor rejected the records (HTTP 422); ``errors`` lists each field and reason.
 - :class:`PredictorError`: any other refusal (400, 413, 415, ...), with the status and the predictor's message.
+
+Answers are the API's own bodies (:mod:`mlops.core.serving.api_bodies`), validated as they arrive.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
+from mlops.core.serving.api_bodies import ErrorBody, Explanation, FieldError, Predictions
 from mlops.core.serving.model_card import ServedModel
 
 PREDICTOR = "predictor"
@@ -38,13 +41,6 @@ class PredictorUnavailable(PredictorError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    reason: str
-    record: int | None = None  # 0-based index of the record in a batch, when the error belongs to one
-
-
 class InvalidInput(PredictorError):
     """HTTP 422: the records break the model's feature schema."""
 
@@ -54,35 +50,6 @@ class InvalidInput(PredictorError):
         super().__init__(f"{message}: {shown}{more}", 422)
         self.errors = errors
         self.total = total or len(errors)  # the predictor lists at most 100 errors per answer
-
-
-@dataclass(frozen=True)
-class Prediction:
-    probability: float
-    decision: bool
-
-
-@dataclass(frozen=True)
-class Predictions:
-    request_id: str
-    model_name: str
-    model_version: str
-    threshold: float
-    predictions: list[Prediction] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Explanation:
-    request_id: str
-    model_version: str
-    probability: float
-    decision: bool
-    base_value: float
-    contributions: dict[str, float]  # per input feature, in log-odds
-
-    def top(self, n: int = 10) -> list[tuple[str, float]]:
-        """The ``n`` contributions largest in magnitude, largest first."""
-        return sorted(self.contributions.items(), key=lambda kv: abs(kv[1]), reverse=True)[:n]
 
 
 class PredictorClient:
@@ -104,10 +71,8 @@ class PredictorClient:
             return response
         body = _json_or_none(response)
         if response.status_code == 422 and isinstance(body, dict) and isinstance(body.get("errors"), list):
-            errors = [
-                FieldError(str(e.get("field", "")), str(e.get("reason", "")), e.get("record")) for e in body["errors"]
-            ]
-            raise InvalidInput(errors, str(body.get("error") or "invalid input"), body.get("error_count"))
+            refusal = ErrorBody.model_validate(body)
+            raise InvalidInput(list(refusal.errors), refusal.error or "invalid input", refusal.error_count)
         if response.status_code == 503:
             reason = body.get("reason") if isinstance(body, dict) else None
             raise PredictorUnavailable(self.url, str(reason or "not ready (HTTP 503)"), 503)
@@ -138,25 +103,10 @@ class PredictorClient:
         self._request("POST", "/reload", headers={"Authorization": f"Bearer {token}"})
 
     def predict(self, records: list[dict[str, Any]]) -> Predictions:
-        body = self._request("POST", "/predict", json=records).json()
-        return Predictions(
-            request_id=str(body["request_id"]),
-            model_name=str(body["model_name"]),
-            model_version=str(body["model_version"]),
-            threshold=float(body["threshold"]),
-            predictions=[Prediction(float(p["probability"]), bool(p["decision"])) for p in body["predictions"]],
-        )
+        return Predictions.model_validate(self._request("POST", "/predict", json=records).json())
 
     def explain(self, record: dict[str, Any]) -> Explanation:
-        body = self._request("POST", "/explain", json=record).json()
-        return Explanation(
-            request_id=str(body["request_id"]),
-            model_version=str(body["model_version"]),
-            probability=float(body["probability"]),
-            decision=bool(body["decision"]),
-            base_value=float(body["base_value"]),
-            contributions={k: float(v) for k, v in body["contributions"].items()},
-        )
+        return Explanation.model_validate(self._request("POST", "/explain", json=record).json())
 
     def score_csv(self, csv: bytes, timeout: float = 120.0) -> bytes:
         """Score a CSV file; the answer is the same CSV with ``probability`` and ``decision`` appended."""
@@ -194,7 +144,7 @@ def score_batch(client: PredictorClient, csv_bytes: bytes) -> BatchResult:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        raise InvalidInput([FieldError("(header)", "the file is empty")], "the CSV has no header row")
+        raise InvalidInput([FieldError(field="(header)", reason="the file is empty")], "the CSV has no header row")
     rows: list[tuple[int, list[str]]] = [(reader.line_num, row) for row in reader if row]  # as the predictor skips
     invalid: list[InvalidRow] = []
     for _ in range(MAX_ROUNDS):

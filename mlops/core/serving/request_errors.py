@@ -11,6 +11,7 @@ from typing import Any
 from pydantic_core import ErrorDetails
 
 from mlops.core.data.schema import FeatureSchema
+from mlops.core.serving.api_bodies import ErrorBody, FieldError, dump
 from mlops.core.serving.record_types import FLOAT32_MAX
 
 MAX_LISTED_ERRORS = 100  # a 100k-row batch of bad rows would otherwise answer with millions of errors
@@ -25,11 +26,10 @@ class RequestError(Exception):
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
-        listed = self.errors[:MAX_LISTED_ERRORS]
-        out: dict[str, Any] = {"error": self.message, "errors": listed}
-        if len(self.errors) > len(listed):
-            out["error_count"] = len(self.errors)
-        return out
+        """The :class:`~mlops.core.serving.api_bodies.ErrorBody` sent: at most MAX_LISTED_ERRORS entries."""
+        listed = [FieldError.model_validate(e) for e in self.errors[:MAX_LISTED_ERRORS]]
+        count = len(self.errors) if len(self.errors) > len(listed) else None
+        return dump(ErrorBody(error=self.message, errors=listed, error_count=count))
 
 
 @dataclass(frozen=True)
