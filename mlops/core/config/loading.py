@@ -30,6 +30,8 @@ NESTED_DELIMITER = "__"
 # The Docker engine `python -m mlops images` starts keeps its store and socket where these say (container_engine).
 RESERVED_ENV = {"MLOPS_CONFIG", "MLOPS_ROOT", "MLOPS_DOCKER_DATA_ROOT", "MLOPS_DOCKER_RUN_DIR"}
 RESERVED_PREFIX = "MLOPS_TEST_"
+# The configuration's sections: what the first key of an override may name (root and source_file are set by load)
+SECTIONS = frozenset(Settings.model_fields) - {"root", "source_file"}
 
 
 class ConfigError(ValueError):
@@ -69,14 +71,13 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def unknown_sections(environ: Mapping[str, str]) -> list[str]:
     """``MLOPS_*`` variables whose first key is no section of the configuration (a typo, not an override)."""
-    sections = set(Settings.model_fields) - {"root", "source_file"}
     unknown = []
     for name in environ:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV or upper.startswith(RESERVED_PREFIX):
             continue
         section = upper[len(ENV_PREFIX) :].split(NESTED_DELIMITER)[0].lower()
-        if section not in sections:
+        if section not in SECTIONS:
             unknown.append(name)
     return sorted(unknown)
 
@@ -102,7 +103,7 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
         raise ConfigError(f"{file}: the top level must be a mapping")
     typos = unknown_sections(env)
     if typos:
-        known = ", ".join(sorted(set(Settings.model_fields) - {"root", "source_file"}))
+        known = ", ".join(sorted(SECTIONS))
         raise ConfigError(f"{', '.join(typos)}: no such section of the configuration (sections: {known})")
     try:
         overrides = EnvironmentOverrides(env)()
