@@ -10,8 +10,16 @@ container) two races in it left a run hanging for ever, seen in the compose stac
    with no pool: ``has_job`` then reports it as present on every scheduler tick and it is never run.
 
 The patch marks the job before putting it, uses a ``multiprocessing.SimpleQueue`` (its ``put`` writes to the
-pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait. Nothing else of
-Mage changes. Both the compose image's entrypoint and :func:`mlops.core.platform.orchestration.mage_server` start Mage
+pipe before it returns; no feeder thread), and restarts a pool that exited while jobs wait.
+
+A third race, seen in the retrain end-to-end test, is in how a run gets its block runs: ``PipelineRun.create``
+commits the run, *then* creates its block runs, while the scheduler, in another process, starts every initial
+run and creates the block runs of one that has none. A run created by a block (retrain starting deploy) that
+the scheduler sees in between gets two sets; the first completes, the second waits for ever, and so does the
+run. :func:`patch_block_run_creation` makes creating them idempotent under a lock on the run's row. Nothing
+else of Mage changes.
+
+Both the compose image's entrypoint and :func:`mlops.core.platform.orchestration.mage_server` start Mage
 through this module, and ``python -m mlops run`` runs pipelines headless through it (``... mage_launcher run
 mlops <pipeline>``), where it also keeps Mage's start-up chatter out of the pipeline's output. A server it
 starts is locked down as far as Mage allows (:func:`lock_down_server`).
@@ -70,6 +78,32 @@ def patch_process_queue() -> None:
     queue_class.enqueue = enqueue
     queue_class.has_job = has_job
     queue_class._mlops_patched = True
+
+
+def patch_block_run_creation() -> None:
+    """``PipelineRun.create_block_runs`` creates them only if the run has none, checked while holding a lock on
+    the run's row (``SELECT ... FOR UPDATE``; Mage commits each block run, which releases it): whichever of the
+    run's creator and the scheduler comes second finds the first one's block runs and creates none."""
+    from mage_ai.orchestration.db import db_connection
+    from mage_ai.orchestration.db.models.schedules import BlockRun, PipelineRun
+
+    run_class: Any = PipelineRun
+    if getattr(run_class, "_mlops_patched", False):
+        return
+    original_create_block_runs = run_class.create_block_runs
+
+    def create_block_runs(self: Any) -> list[Any]:
+        db_connection.start_session()  # a no-op where the process has one
+        session = db_connection.session
+        session.query(PipelineRun.id).filter(PipelineRun.id == self.id).with_for_update().one()
+        existing = BlockRun.query.filter(BlockRun.pipeline_run_id == self.id).all()
+        if existing:
+            session.commit()  # ends the transaction: the lock is released
+            return list(existing)
+        return list(original_create_block_runs(self))
+
+    run_class.create_block_runs = create_block_runs
+    run_class._mlops_patched = True
 
 
 def quiet_mage() -> None:
@@ -172,6 +206,7 @@ def main() -> None:
     if sys.argv[1:2] == ["start"]:
         lock_down_server()
     patch_process_queue()
+    patch_block_run_creation()
     from mage_ai.cli.main import app
 
     sys.argv[0] = "mage"
