@@ -9,8 +9,10 @@ from pathlib import Path
 
 
 def available() -> list[str]:
+    """The modules with a ``main()``: the others (the load generator, the table generator) support them."""
     folder = Path(__file__).resolve().parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
+    names = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
+    return [name for name in names if hasattr(importlib.import_module(f"benchmarks.{name}"), "main")]
 
 
 def main(argv: list[str]) -> int:

@@ -3,8 +3,10 @@
 An entry says how to make the family's unfitted estimator (its library is imported only then, so reading
 the configuration imports none), its Optuna search space, whether numbers are standardised before it
 (linear models; trees do not care), whether the predictor can explain its scores feature by feature
-(``POST /explain``: XGBoost's own SHAP values, a linear model's exact contributions), and which types skops
-must be told to trust to load it back from the registry.
+(``POST /explain``: XGBoost's own SHAP values, a linear model's exact contributions), how it is told which
+inputs are category codes when ``training.categorical_encoding`` is ``native`` (the libraries' own categorical
+support, one column per category variable instead of one per category), and which types skops must be told to
+trust to load it back from the registry.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class ModelFamily:
     scaled: bool = False
     explained: bool = False
     trusted_types: tuple[str, ...] = ()
+    # (unfitted estimator, one flag per model input: is it a category code?) -> the estimator told so
+    native_categorical: Callable[[Any, list[bool]], Any] | None = None
 
 
 def _logistic_regression(params: dict[str, Any], seed: int, n_jobs: int) -> Any:
@@ -42,6 +46,14 @@ def _xgboost(params: dict[str, Any], seed: int, n_jobs: int) -> Any:
     from xgboost import XGBClassifier
 
     return XGBClassifier(tree_method="hist", eval_metric="logloss", random_state=seed, n_jobs=n_jobs, **params)
+
+
+def _xgboost_categories(estimator: Any, codes: list[bool]) -> Any:
+    return estimator.set_params(enable_categorical=True, feature_types=["c" if code else "q" for code in codes])
+
+
+def _hist_gradient_boosting_categories(estimator: Any, codes: list[bool]) -> Any:
+    return estimator.set_params(categorical_features=codes)
 
 
 def _hist_gradient_boosting(params: dict[str, Any], seed: int, n_jobs: int) -> Any:
@@ -85,6 +97,7 @@ FAMILIES: dict[str, ModelFamily] = {
             },
             explained=True,
             trusted_types=("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"),
+            native_categorical=_xgboost_categories,
         ),
         ModelFamily(
             "hist_gradient_boosting",
@@ -97,6 +110,7 @@ FAMILIES: dict[str, ModelFamily] = {
                 "l2_regularization": trial.suggest_float("l2_regularization", 1e-3, 10.0, log=True),
             },
             trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
+            native_categorical=_hist_gradient_boosting_categories,
         ),
     )
 }
@@ -107,6 +121,11 @@ def get(name: str) -> ModelFamily:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
+
+
+def native_categorical() -> list[str]:
+    """The families that take category codes as categories (``training.categorical_encoding: native``)."""
+    return [name for name, family in FAMILIES.items() if family.native_categorical is not None]
 
 
 def explained() -> list[str]:

@@ -1,8 +1,10 @@
 """Preprocessing: one sklearn ColumnTransformer per model family, fitted inside the model Pipeline.
 
 Missing categories are a category of their own (``__missing__``); missing numbers, where the dataset
-allows them, take the training median. Records from JSON (``None``) are normalised to NaN first so that
-the imputers treat them exactly as the training data's empty cells.
+allows them, take the training median. Categories become 0/1 columns (``onehot``) or, for the families that
+split on categories themselves (``native``), one code per variable: the category's position among those seen in
+training, and NaN, the libraries' missing value, for a missing one or one never seen. Records from JSON (``None``) are
+normalised to NaN first so that the imputers treat them exactly as the training data's empty cells.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops.core import families
 from mlops.core.config import Dataset
@@ -23,16 +25,16 @@ from mlops.core.config import Dataset
 MISSING_CATEGORY = "__missing__"
 
 
-def preprocessor(dataset: Dataset, family: str) -> ColumnTransformer:
+def preprocessor(dataset: Dataset, family: str, encoding: str = "onehot") -> ColumnTransformer:
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if families.get(family).scaled:  # linear models need scaled numbers; trees are invariant to scaling
         numeric_steps.append(("scale", StandardScaler()))
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
+    encoder: tuple[str, Any] = (
+        ("codes", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan))
+        if encoding == "native"
+        else ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))
     )
+    categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)), encoder])
     return ColumnTransformer(
         [("num", Pipeline(numeric_steps), dataset.numerical), ("cat", categorical, dataset.categorical)],
         remainder="drop",

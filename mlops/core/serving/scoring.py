@@ -3,7 +3,8 @@
 On one record the sklearn ColumnTransformer costs ~5-6 ms (pandas, validation, per-step dispatch) while the
 model itself needs a fraction of a millisecond. :func:`compile_pipeline` reads the fitted parameters of
 our preprocessing (``features.preprocessor``: median/constant ``SimpleImputer``, ``StandardScaler``,
-``OneHotEncoder(handle_unknown="ignore")``) and encodes records with the same float64 arithmetic into the
+``OneHotEncoder(handle_unknown="ignore")`` or, for native categories, ``OrdinalEncoder`` with unknown as NaN)
+and encodes records with the same float64 arithmetic into the
 same dense matrix, so the estimator sees identical input and returns identical probabilities. Anything it
 does not recognise raises :class:`UnsupportedPipeline`; :func:`scorer_for` then falls back to the
 pipeline itself, and both paths are checked against ``pipeline.predict_proba`` before serving.
@@ -25,7 +26,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from mlops.core import families
@@ -80,8 +81,9 @@ class NumericBlock:
 class CategoricalBlock:
     column: str
     fill: str  # what the constant imputer writes for a missing value
-    index: dict[Any, int]  # category -> position in the block's one-hot columns
+    index: dict[Any, int]  # category -> position in the block's one-hot columns (its code, if ordinal)
     width: int
+    ordinal: bool = False  # one column holding the code (NaN: unseen), not one 0/1 column per category
 
 
 def _positions(block: CategoricalBlock, column: np.ndarray) -> np.ndarray:
@@ -126,6 +128,8 @@ def _categorical_blocks(step: Any, columns: list[str]) -> list[CategoricalBlock]
     (_, imputer), (_, encoder) = steps
     if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant" and _imputes_nan(imputer)):
         raise UnsupportedPipeline("categorical columns: expected SimpleImputer(strategy='constant')")
+    if isinstance(encoder, OrdinalEncoder):
+        return _ordinal_blocks(imputer, encoder, columns)
     if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore":
         raise UnsupportedPipeline("categorical columns: expected OneHotEncoder(handle_unknown='ignore')")
     if encoder.drop is not None or getattr(encoder, "_infrequent_enabled", False):
@@ -136,6 +140,21 @@ def _categorical_blocks(step: Any, columns: list[str]) -> list[CategoricalBlock]
         if imputer.fill_value in index:  # a missing value (None) is what the imputer turns into its constant
             index[None] = index[imputer.fill_value]
         blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, len(categories)))
+    return blocks
+
+
+def _ordinal_blocks(imputer: SimpleImputer, encoder: OrdinalEncoder, columns: list[str]) -> list[CategoricalBlock]:
+    unknown = encoder.unknown_value
+    if encoder.handle_unknown != "use_encoded_value" or not (isinstance(unknown, float) and math.isnan(unknown)):
+        raise UnsupportedPipeline("categorical codes: expected OrdinalEncoder with unknown_value=NaN")
+    if getattr(encoder, "_infrequent_enabled", False):
+        raise UnsupportedPipeline("categorical codes: infrequent categories are not supported")
+    blocks = []
+    for column, categories in zip(columns, encoder.categories_, strict=True):
+        index: dict[Any, int] = {value: i for i, value in enumerate(categories.tolist())}
+        if imputer.fill_value in index:
+            index[None] = index[imputer.fill_value]
+        blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, 1, ordinal=True))
     return blocks
 
 
@@ -173,7 +192,9 @@ class CompiledScorer:
                 offset = len(block.columns)
             for cat in self.categorical:
                 position = cat.index.get(record[cat.column], -1)
-                if position >= 0:
+                if cat.ordinal:
+                    row[offset] = float(position) if position >= 0 else math.nan
+                elif position >= 0:
                     row[offset + position] = 1.0
                 offset += cat.width
             rows.append(row)
@@ -213,7 +234,10 @@ class CompiledScorer:
         flat = out.reshape(-1)
         for block, position in zip(self.categorical, positions, strict=True):
             known = position >= 0  # handle_unknown="ignore": an unseen category sets no column
-            flat[(row_start + offset + position)[known]] = 1.0
+            if block.ordinal:
+                out[:, offset] = np.where(known, position, np.nan)
+            else:
+                flat[(row_start + offset + position)[known]] = 1.0
             offset += block.width
         return out
 
@@ -364,7 +388,9 @@ def explain(scorer: Scorer, record: Record) -> Explanation:
     if family == "XGBClassifier":
         import xgboost  # local import: only XGBoost models need it
 
-        contribs = estimator.get_booster().predict(xgboost.DMatrix(encoded), pred_contribs=True)[0]
+        booster = estimator.get_booster()
+        matrix = xgboost.DMatrix(encoded, feature_types=booster.feature_types, enable_categorical=True)
+        contribs = booster.predict(matrix, pred_contribs=True)[0]
         per_column, base = contribs[:-1].astype("float64"), float(contribs[-1])
     elif family == "LogisticRegression":
         per_column = np.asarray(estimator.coef_[0], dtype="float64") * encoded[0]

@@ -33,14 +33,21 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def estimator(family: str, params: dict[str, Any], settings: Settings) -> Any:
-    return families.get(family).make(params, settings.training.seed, settings.training.n_jobs)
+    spec = families.get(family)
+    made = spec.make(params, settings.training.seed, settings.training.n_jobs)
+    if settings.training.categorical_encoding == "native":
+        assert spec.native_categorical is not None  # the configuration refuses a family without it
+        dataset = settings.dataset
+        made = spec.native_categorical(made, [False] * len(dataset.numerical) + [True] * len(dataset.categorical))
+    return made
 
 
 def build(family: str, params: dict[str, Any], settings: Settings) -> Pipeline:
     """One unfitted Pipeline: the family's preprocessing followed by its estimator."""
+    encoding = settings.training.categorical_encoding
     return Pipeline(
         [
-            ("preprocess", features.preprocessor(settings.dataset, family)),
+            ("preprocess", features.preprocessor(settings.dataset, family, encoding)),
             ("model", estimator(family, params, settings)),
         ]
     )
