@@ -4,10 +4,10 @@ On one record the sklearn ColumnTransformer costs ~5-6 ms (pandas, validation, p
 model itself needs a fraction of a millisecond. :func:`compile_pipeline` reads the fitted parameters of
 our preprocessing (``features.preprocessor``: median/constant ``SimpleImputer``, ``StandardScaler``,
 ``OneHotEncoder(handle_unknown="ignore")`` or, for native categories, ``OrdinalEncoder`` with unknown as NaN)
-and encodes records with the same float64 arithmetic into the
-same dense matrix, so the estimator sees identical input and returns identical probabilities. Anything it
-does not recognise raises :class:`UnsupportedPipeline`; :func:`scorer_for` then falls back to the
-pipeline itself, and both paths are checked against ``pipeline.predict_proba`` before serving.
+and encodes records with the same float64 arithmetic into the same dense matrix, so the estimator sees
+identical input and returns identical probabilities. Anything it does not recognise raises
+:class:`UnsupportedPipeline`; :func:`scorer_for` then falls back to the pipeline itself, and both paths are
+checked against ``pipeline.predict_proba`` before serving.
 """
 
 from __future__ import annotations
@@ -128,33 +128,25 @@ def _categorical_blocks(step: Any, columns: list[str]) -> list[CategoricalBlock]
     (_, imputer), (_, encoder) = steps
     if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant" and _imputes_nan(imputer)):
         raise UnsupportedPipeline("categorical columns: expected SimpleImputer(strategy='constant')")
-    if isinstance(encoder, OrdinalEncoder):
-        return _ordinal_blocks(imputer, encoder, columns)
-    if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore":
-        raise UnsupportedPipeline("categorical columns: expected OneHotEncoder(handle_unknown='ignore')")
-    if encoder.drop is not None or getattr(encoder, "_infrequent_enabled", False):
-        raise UnsupportedPipeline("categorical columns: drop / infrequent categories are not supported")
+    ordinal = isinstance(encoder, OrdinalEncoder)
+    if ordinal:
+        unknown = encoder.unknown_value
+        if encoder.handle_unknown != "use_encoded_value" or not (isinstance(unknown, float) and math.isnan(unknown)):
+            raise UnsupportedPipeline("categorical codes: expected OrdinalEncoder with unknown_value=NaN")
+        if getattr(encoder, "_infrequent_enabled", False):
+            raise UnsupportedPipeline("categorical codes: infrequent categories are not supported")
+    else:
+        if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore":
+            raise UnsupportedPipeline("categorical columns: expected OneHotEncoder(handle_unknown='ignore')")
+        if encoder.drop is not None or getattr(encoder, "_infrequent_enabled", False):
+            raise UnsupportedPipeline("categorical columns: drop / infrequent categories are not supported")
     blocks = []
     for column, categories in zip(columns, encoder.categories_, strict=True):
         index: dict[Any, int] = {value: i for i, value in enumerate(categories.tolist())}
         if imputer.fill_value in index:  # a missing value (None) is what the imputer turns into its constant
             index[None] = index[imputer.fill_value]
-        blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, len(categories)))
-    return blocks
-
-
-def _ordinal_blocks(imputer: SimpleImputer, encoder: OrdinalEncoder, columns: list[str]) -> list[CategoricalBlock]:
-    unknown = encoder.unknown_value
-    if encoder.handle_unknown != "use_encoded_value" or not (isinstance(unknown, float) and math.isnan(unknown)):
-        raise UnsupportedPipeline("categorical codes: expected OrdinalEncoder with unknown_value=NaN")
-    if getattr(encoder, "_infrequent_enabled", False):
-        raise UnsupportedPipeline("categorical codes: infrequent categories are not supported")
-    blocks = []
-    for column, categories in zip(columns, encoder.categories_, strict=True):
-        index: dict[Any, int] = {value: i for i, value in enumerate(categories.tolist())}
-        if imputer.fill_value in index:
-            index[None] = index[imputer.fill_value]
-        blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, 1, ordinal=True))
+        width = 1 if ordinal else len(categories)
+        blocks.append(CategoricalBlock(column, str(imputer.fill_value), index, width, ordinal=ordinal))
     return blocks
 
 
