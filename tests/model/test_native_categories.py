@@ -50,7 +50,7 @@ def test_native_categories_score_alike_compiled_and_do_no_worse(bank_csv: Path, 
     width = len(pipeline[:-1].get_feature_names_out())
     assert width == len(settings.dataset.features)  # one code per variable, not a column per category
     records = scoring.frame_records(parts.test, settings.dataset.features)
-    records[0] = {**records[0], "job": None, "education": "a category never seen"}  # missing and unseen: NaN
+    records[0] = {**records[0], "job": None, "education": "a category never seen"}  # missing: its code; unseen: NaN
     compiled = scoring.compile_pipeline(pipeline)
     expected = scoring.PipelineScorer(pipeline, settings.dataset).predict(records)
     for rows in (records[:1], records[:5], records):  # the few-records path and the numpy path

@@ -2,9 +2,10 @@
 
 Missing categories are a category of their own (``__missing__``); missing numbers, where the dataset
 allows them, take the training median. Categories become 0/1 columns (``onehot``) or, for the families that
-split on categories themselves (``native``), one code per variable: the category's position among those seen in
-training, and NaN, the libraries' missing value, for a missing one or one never seen. Records from JSON (``None``) are
-normalised to NaN first so that the imputers treat them exactly as the training data's empty cells.
+split on categories themselves (``native``), one code per variable: the category's position among those seen
+in training (``__missing__`` included), and NaN, the libraries' missing value, for one never seen. Records from
+JSON (``None``) are normalised to NaN first so that the imputers treat them exactly as the training data's
+empty cells.
 """
 
 from __future__ import annotations
