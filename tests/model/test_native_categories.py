@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlops.core import config
 from mlops.core.data import preparation
-from mlops.core.serving import scoring
+from mlops.core.serving import explanations, scoring
 from mlops.core.training import tuning
 
 FIXED = {
@@ -57,7 +57,7 @@ def test_native_categories_score_alike_compiled_and_do_no_worse(bank_csv: Path, 
         assert np.max(np.abs(compiled.predict(rows) - expected[: len(rows)])) <= scoring.PARITY_TOLERANCE
     assert aucs["native"] >= aucs["onehot"] - 0.005, aucs
     if family == "xgboost":  # TreeSHAP over category codes: contributions sum to the score's log-odds
-        explained = scoring.explain(compiled, records[0])
+        explained = explanations.explain(compiled, records[0])
         margin = explained.base_value + sum(explained.contributions.values())
         assert explained.probability == pytest.approx(1 / (1 + np.exp(-margin)), abs=1e-6)
         assert set(explained.contributions) == set(settings.dataset.features)

@@ -13,7 +13,7 @@ from sklearn.preprocessing import MinMaxScaler
 from mlops.core import config
 from mlops.core.data import features
 from mlops.core.families import FAMILIES
-from mlops.core.serving import scoring
+from mlops.core.serving import explanations, scoring
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_explanations_add_up_to_the_prediction(family, split, fitted, plain_sett
     _, rest = split
     scorer = scoring.compile_pipeline(fitted(family))
     for record in scoring.frame_records(rest.head(20), plain_settings.dataset.features):
-        explanation = scoring.explain(scorer, record)
+        explanation = explanations.explain(scorer, record)
         assert list(explanation.contributions) == plain_settings.dataset.features
         margin = explanation.base_value + sum(explanation.contributions.values())
         assert abs(1 / (1 + math.exp(-margin)) - explanation.probability) < 1e-5
@@ -90,8 +90,8 @@ def test_other_families_say_they_have_no_explanation(family, split, fitted, plai
     _, rest = split
     scorer = scoring.compile_pipeline(fitted(family))
     record = scoring.frame_records(rest.head(1), plain_settings.dataset.features)[0]
-    with pytest.raises(scoring.ExplanationUnavailable, match="logistic_regression, xgboost"):
-        scoring.explain(scorer, record)
+    with pytest.raises(explanations.ExplanationUnavailable, match="logistic_regression, xgboost"):
+        explanations.explain(scorer, record)
 
 
 @pytest.mark.parametrize("family", ["xgboost", "random_forest", "hist_gradient_boosting"])

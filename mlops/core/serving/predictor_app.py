@@ -40,11 +40,12 @@ from mlops.core import config
 from mlops.core.config import Settings
 from mlops.core.data.schema import FeatureSchema
 from mlops.core.serving import api_bodies, openapi
+from mlops.core.serving.explanations import ExplanationUnavailable, explain
 from mlops.core.serving.model_card import ModelCard, ModelCardError, ServedModel
 from mlops.core.serving.prediction_log import PredictionLog, ScoredBatch
 from mlops.core.serving.request_errors import RequestError
 from mlops.core.serving.request_validation import RecordValidator
-from mlops.core.serving.scoring import ExplanationUnavailable, Scorer, decisions, explain, probe_records, scorer_for
+from mlops.core.serving.scoring import Scorer, decisions, schema_probe, scorer_for
 
 log = logging.getLogger(__name__)
 ARBITER_PID = "GUNICORN_ARBITER_PID"  # app.config key, set by the gunicorn config's post_worker_init
@@ -135,12 +136,7 @@ def load_model(payload_dir: Path, settings: Settings) -> DeployedModel:
     estimator = pipeline.steps[-1][1]
     if "n_jobs" in estimator.get_params():
         estimator.set_params(n_jobs=1)
-    probe_columns: dict[str, list[Any]] = {}
-    for name, num in schema.numerical.items():
-        probe_columns[name] = [num.minimum, num.maximum, num.median] + ([None] if num.nullable else [])
-    for name, cat in schema.categorical.items():
-        probe_columns[name] = [*cat.categories, None, "__unseen__"]
-    scorer = scorer_for(pipeline, settings.dataset, probe_records(probe_columns, rows=256))
+    scorer = scorer_for(pipeline, settings.dataset, schema_probe(schema))
     validator = RecordValidator(
         schema, settings.serving.max_batch_rows, open_categories(settings), settings.serving.max_text_length
     )

@@ -29,9 +29,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from mlops.core import families
 from mlops.core.config import Dataset
 from mlops.core.data.features import frame_from_records
+from mlops.core.data.schema import FeatureSchema
 from mlops.core.serving.column_batches import ColumnBatch
 from mlops.core.serving.compiled_trees import CompiledTrees, UnsupportedTrees, compile_estimator
 
@@ -88,7 +88,9 @@ class CategoricalBlock:
 
 def _positions(block: CategoricalBlock, column: np.ndarray) -> np.ndarray:
     """One-hot positions of a column's values (-1: unseen), looking each distinct value up once."""
-    codes, distinct = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)  # None -> code -1
+    # a pandas Categorical factorizes from its codes; anything else as objects (None and NaN -> code -1)
+    values = column if isinstance(column, pd.Categorical) else np.asarray(column, dtype=object)
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
     lookup = np.array([block.index.get(v, -1) for v in distinct.tolist()] + [block.index.get(None, -1)], np.intp)
     return lookup[codes]
 
@@ -330,6 +332,17 @@ def probe_records(columns: Mapping[str, list[Any]], rows: int = 64, seed: int = 
     return [{name: values[int(rng.integers(len(values)))] for name, values in columns.items()} for _ in range(rows)]
 
 
+def schema_probe(schema: FeatureSchema, rows: int = 256) -> list[dict[str, Any]]:
+    """Probe records from a model's feature schema: each number's bounds and median, each category, missing
+    values where allowed, and a category never seen (what a served request may hold)."""
+    columns: dict[str, list[Any]] = {}
+    for name, num in schema.numerical.items():
+        columns[name] = [num.minimum, num.maximum, num.median] + ([None] if num.nullable else [])
+    for name, cat in schema.categorical.items():
+        columns[name] = [*cat.categories, None, "__unseen__"]
+    return probe_records(columns, rows=rows)
+
+
 def max_difference(scorer: Scorer, pipeline: Pipeline, records: Sequence[Record], dataset: Dataset) -> float:
     expected = pipeline.predict_proba(frame_from_records(records, dataset))[:, 1]
     return float(np.max(np.abs(scorer.predict(records) - expected))) if len(records) else 0.0
@@ -357,42 +370,3 @@ def frame_records(frame: pd.DataFrame, features: list[str]) -> list[dict[str, An
     """Rows of a frame as JSON-like records (missing cells as ``None``)."""
     sub = frame[features].astype(object)
     return sub.where(sub.notna(), None).to_dict("records")  # type: ignore[call-overload]
-
-
-class ExplanationUnavailable(ValueError):
-    """The model family has no exact per-feature contributions here; the message says which have."""
-
-
-@dataclass(frozen=True)
-class Explanation:
-    base_value: float  # log-odds before any feature
-    contributions: dict[str, float]  # log-odds added by each input feature (its one-hot columns summed)
-    probability: float
-
-
-def explain(scorer: Scorer, record: Record) -> Explanation:
-    """Exact additive log-odds contributions: XGBoost ``pred_contribs`` (TreeSHAP) or a linear model's terms."""
-    if not isinstance(scorer, CompiledScorer):
-        raise ExplanationUnavailable("explanations need the compiled scoring path, which this model does not have")
-    encoded = scorer.encode([record])
-    estimator = scorer.estimator
-    family = type(estimator).__name__
-    if family == "XGBClassifier":
-        import xgboost  # local import: only XGBoost models need it
-
-        booster = estimator.get_booster()
-        matrix = xgboost.DMatrix(encoded, feature_types=booster.feature_types, enable_categorical=True)
-        contribs = booster.predict(matrix, pred_contribs=True)[0]
-        per_column, base = contribs[:-1].astype("float64"), float(contribs[-1])
-    elif family == "LogisticRegression":
-        per_column = np.asarray(estimator.coef_[0], dtype="float64") * encoded[0]
-        base = float(estimator.intercept_[0])
-    else:
-        raise ExplanationUnavailable(
-            f"per-feature contributions are available for {', '.join(families.explained())} models; "
-            f"the deployed model is a {family}"
-        )
-    contributions: dict[str, float] = {}
-    for feature, value in zip(scorer.output_features, per_column.tolist(), strict=True):
-        contributions[feature] = contributions.get(feature, 0.0) + value
-    return Explanation(base, contributions, float(scorer.predict([record])[0]))
