@@ -145,7 +145,7 @@ def monitoring_drills(settings: config.Settings, frame: pd.DataFrame) -> dict[st
         truncated = str(exc)[:200]
     refused = drift_metrics.ColumnDrift(None, "K-S p_value", 0.2, 0.05, False)  # type: ignore[arg-type]
     result = drift_metrics.MonitorResult(
-        "half-written", "m", "1", 10, 0, 0.0, False, 0.01, "wasserstein", 0.0, [refused], "file:///nowhere.html"
+        "half-written", "m", "1", 10, 10, 0, 0.0, False, 0.01, "wasserstein", 0.0, [refused], "file:///nowhere.html"
     )
     try:
         drift_metrics.write(settings, result, datetime.now(UTC))

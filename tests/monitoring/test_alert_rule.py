@@ -36,6 +36,7 @@ def record_run(url: str, model: str, version: str, drift: float, threshold: floa
         model_name=model,
         model_version=version,
         rows=1000,
+        sample_rows=1000,
         drifted_columns=0,
         drifted_share=0.0,
         dataset_drift=False,

@@ -95,6 +95,30 @@ def test_alert_stays_quiet_for_reference_data_and_fires_for_drift(
     assert stored["report_uri"] == fall.report_uri
 
 
+def test_a_large_batch_is_compared_on_a_seeded_sample_and_counted_whole(
+    champion: str, fresh_settings: config.Settings
+) -> None:
+    sampled = fresh_settings.model_copy(
+        update={"monitoring": fresh_settings.monitoring.model_copy(update={"drift_sample_rows": 1_000})}
+    )
+    batch = preparation.load_batch(sampled, "summer").reset_index(drop=True)
+    batch.loc[::7, "job"] = None  # missing cells whose share a sample would only estimate
+    first = drift_metrics.monitor(sampled, batch="summer-sampled", frame=batch)
+    again = drift_metrics.monitor(sampled, batch="summer-sampled", frame=batch)
+    whole = drift_metrics.monitor(fresh_settings, batch="summer-whole", frame=batch)
+    features = sampled.dataset.features
+    assert first.rows == whole.rows == len(batch) > 1_000
+    assert first.sample_rows == 1_000 and whole.sample_rows == len(batch)
+    exact = batch[features].isna().to_numpy().sum() / (len(batch) * len(features))
+    assert first.missing_share == pytest.approx(exact) and whole.missing_share == pytest.approx(exact)
+    assert (first.roc_auc, first.f1) == (whole.roc_auc, whole.f1)  # quality over every labeled row
+    assert first.prediction_drift == again.prediction_drift  # the sample is seeded
+    assert first.prediction_drift != whole.prediction_drift
+    stored = {row["batch"]: row for row in drift_metrics.runs(sampled, limit=3)}
+    assert stored["summer-sampled"]["sample_rows"] == 1_000 and stored["summer-sampled"]["rows"] == len(batch)
+    assert stored["summer-whole"]["sample_rows"] == len(batch)
+
+
 def test_a_window_of_the_prediction_log_is_monitored(champion: str, fresh_settings: config.Settings) -> None:
     now = datetime.now(UTC)
     log_predictions(fresh_settings, preparation.load_batch(fresh_settings, "fall").head(800), champion, now)

@@ -235,6 +235,7 @@ def test_a_write_that_fails_half_way_leaves_no_partial_rows(monitor_settings: co
         model_name="m",
         model_version="1",
         rows=10,
+        sample_rows=10,
         drifted_columns=0,
         drifted_share=0.0,
         dataset_drift=False,

@@ -119,6 +119,18 @@ class Monitoring(Strict):
     reports_dir: Path | None = None  # Evidently's HTML reports (default <work_dir>/reports/evidently)
     # Batches whose labels have arrived: retrain learns from them (None: every configured batch).
     labeled_batches: list[str] | None = None
+    # Evidently's drift is computed on a seeded sample of at most this many rows of the batch (and of the
+    # reference); row and missing counts are exact over the whole batch. None: Evidently sees every row.
+    drift_sample_rows: int | None = Field(100_000, ge=100)
+
+
+class Compute(Strict):
+    """Where the table-sized work runs (batch scoring): pandas in this process, or Spark (docs/scale.md)."""
+
+    engine: Literal["pandas", "spark"] = "pandas"
+    # local[N]: Spark inside this process on N cores; spark://host:7077: a standalone cluster (compose's spark profile)
+    spark_master: str = "local[2]"
+    chunk_rows: int = Field(250_000, ge=1_000)  # rows scored at once (pandas) or per Arrow batch (Spark)
 
 
 class Orchestration(Strict):
@@ -173,6 +185,7 @@ class Settings(Strict):
     serving: Serving = Serving()
     deploy: Deploy = Deploy()
     monitoring: Monitoring = Monitoring()
+    compute: Compute = Compute()
     orchestration: Orchestration = Orchestration()
     stack: Stack = Stack()
     secrets: Secrets = Secrets()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -116,6 +117,24 @@ def validate_raw(frame: pd.DataFrame, dataset: Dataset, source: str = "data") ->
     for col in dataset.numerical:
         typed[col] = pd.to_numeric(typed[col]).astype("float64")
     return typed
+
+
+def feature_problems(frame: pd.DataFrame, dataset: Dataset) -> list[Problem]:
+    """What keeps ``frame`` (a batch to monitor or score, already read) from being a model input: a missing
+    feature column, a number that does not parse or is not finite, a missing number where none may be."""
+    absent = [Problem(col, "required column is missing") for col in dataset.features if col not in frame.columns]
+    if absent:
+        return absent
+    problems = []
+    for col in dataset.numerical:
+        values = frame[col]
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = int((parsed.isna() & values.notna()).sum() + np.isinf(parsed.to_numpy(dtype=float)).sum())
+        if bad:
+            problems.append(Problem(col, "not a finite number", bad))
+        elif col not in dataset.nullable_numerical and (nulls := int(values.isna().sum())):
+            problems.append(Problem(col, "missing values in a column that may not be empty", nulls))
+    return problems
 
 
 def read_validated(path: Path, dataset: Dataset) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from evidently.presets import DataDriftPreset
 from rich.table import Table
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
+from mlops.core.config import Dataset as DatasetConfig
 from mlops.core.config import Settings
 from mlops.core.data import preparation
 from mlops.core.monitoring import drift_reference, store
@@ -73,7 +74,8 @@ class MonitorResult:
     batch: str
     model_name: str
     model_version: str
-    rows: int
+    rows: int  # every row of the batch (counts, missing share and quality are over all of them)
+    sample_rows: int  # the rows Evidently compared (monitoring.drift_sample_rows)
     drifted_columns: int
     drifted_share: float
     dataset_drift: bool
@@ -119,8 +121,8 @@ def _test_statuses(snapshot: dict[str, Any]) -> dict[str, bool]:
 
 def drift_report(
     reference: pd.DataFrame, current: pd.DataFrame, settings: Settings, prediction_threshold: float
-) -> tuple[Any, list[ColumnDrift], ColumnDrift, float]:
-    """Run the Evidently report; return (snapshot, feature drift, prediction drift, missing share)."""
+) -> tuple[Any, list[ColumnDrift], ColumnDrift]:
+    """Run the Evidently report; return (snapshot, feature drift, prediction drift)."""
     dataset = settings.dataset
     # Evidently refuses a column with no value at all; such a column is judged here: drifted when the
     # reference had values (everything went missing), not when it was empty there too.
@@ -136,7 +138,7 @@ def drift_report(
             method=PREDICTION_DRIFT_METHOD,
             threshold=prediction_threshold,
         ),
-        DatasetMissingValueCount(columns=dataset.features),
+        DatasetMissingValueCount(columns=dataset.features),  # of the sample, in the HTML report
     ]
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(current, data_definition=definition),
@@ -151,7 +153,6 @@ def drift_report(
         for column in empty
     ]
     prediction: ColumnDrift | None = None
-    missing_cells = 0.0
     for metric in result["metrics"]:
         cfg, value = metric["config"], metric["value"]
         kind = cfg["type"].rsplit(":", 1)[-1]
@@ -167,11 +168,14 @@ def drift_report(
                 prediction = drift
             elif drift.column not in empty:  # judged above
                 columns.append(drift)
-        elif kind == "DatasetMissingValueCount":
-            missing_cells = float(value["count"])
     assert prediction is not None, "Evidently returned no prediction drift"
-    missing_share = missing_cells / (len(current) * len(dataset.features))
-    return snapshot, columns, prediction, missing_share
+    return snapshot, columns, prediction
+
+
+def missing_share(frame: pd.DataFrame, dataset: DatasetConfig) -> float:
+    """The share of missing feature cells, counted over every row."""
+    cells = len(frame) * len(dataset.features)
+    return float(frame[dataset.features].isna().to_numpy().sum()) / cells if cells else 0.0
 
 
 def quality(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float | None]:
@@ -232,9 +236,11 @@ def monitor(
     current = check_frame(frame, settings, source)
     model = champion(settings)
     reference = drift_reference.unseen_reference(settings, model.pipeline)
-    current[PREDICTION] = model.pipeline.predict_proba(current.copy())[:, 1]
-    threshold, _ = drift_reference.prediction_threshold(settings, reference[PREDICTION].to_numpy(), len(current))
-    snapshot, columns, prediction, missing_share = drift_report(reference, current, settings, threshold)
+    current[PREDICTION] = drift_reference.probabilities(model.pipeline, current)
+    # Evidently on a seeded sample (a large batch costs it time and memory per row); counts and quality exact
+    sample = drift_reference.drift_sample(current, settings.monitoring.drift_sample_rows, settings.dataset.split.seed)
+    threshold, _ = drift_reference.prediction_threshold(settings, reference[PREDICTION].to_numpy(), len(sample))
+    snapshot, columns, prediction = drift_report(reference, sample, settings, threshold)
     drifted = sum(c.drifted for c in columns)
     share = drifted / len(columns)
     scores: dict[str, float | None] = {"roc_auc": None, "pr_auc": None, "f1": None}
@@ -254,7 +260,8 @@ def monitor(
         dataset_drift=share >= DATASET_DRIFT_SHARE,
         prediction_drift=prediction.score,
         prediction_drift_method=prediction.method,
-        missing_share=missing_share,
+        missing_share=missing_share(current, settings.dataset),
+        sample_rows=len(sample),
         columns=[*columns, prediction],
         report_uri=path.as_uri(),
         window_start=window[0] if window else None,
@@ -287,6 +294,7 @@ def write(settings: Settings, result: MonitorResult, computed_at: datetime) -> i
                 model_name=result.model_name,
                 model_version=result.model_version,
                 rows=result.rows,
+                sample_rows=result.sample_rows,
                 drifted_columns=result.drifted_columns,
                 drifted_share=result.drifted_share,
                 dataset_drift=result.dataset_drift,

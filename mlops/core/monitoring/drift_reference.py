@@ -24,11 +24,31 @@ PREDICTION = "prediction"  # the champion's probability, monitored as a column o
 REFERENCE_SPLITS = ("validation", "test")
 
 
+CHUNK_ROWS = 250_000  # rows the pipeline scores at once: bounds its dense encoding on a large batch
+
+
+def drift_sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
+    """At most ``rows`` rows of ``frame``, drawn without replacement by ``seed`` (all of them if fewer)."""
+    if rows is None or len(frame) <= rows:
+        return frame
+    return frame.sample(n=rows, random_state=seed).sort_index()
+
+
+def probabilities(pipeline: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """The pipeline's positive-class probability of every row, a chunk of rows at a time."""
+    parts = [pipeline.predict_proba(frame.iloc[i : i + CHUNK_ROWS])[:, 1] for i in range(0, len(frame), CHUNK_ROWS)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
 def unseen_reference(settings: Settings, pipeline: Pipeline) -> pd.DataFrame:
-    """The validation and test rows with the champion's probability on each."""
+    """The validation and test rows (a seeded sample of ``monitoring.drift_sample_rows`` of them if there are
+    more) with the champion's probability on each."""
     parts = [preparation.load_split(settings, name) for name in REFERENCE_SPLITS]
-    reference = features.normalise(pd.concat(parts, ignore_index=True), settings.dataset)
-    reference[PREDICTION] = pipeline.predict_proba(reference)[:, 1]
+    rows = drift_sample(
+        pd.concat(parts, ignore_index=True), settings.monitoring.drift_sample_rows, settings.dataset.split.seed
+    )
+    reference = features.normalise(rows, settings.dataset)
+    reference[PREDICTION] = probabilities(pipeline, reference)
     return reference
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from mlops.core.config import Settings
-from mlops.core.data import features, preparation
+from mlops.core.data import features, preparation, validation
 from mlops.core.monitoring import store
 
 
@@ -27,15 +26,7 @@ def check_frame(frame: pd.DataFrame, settings: Settings, source: str) -> pd.Data
     missing = [c for c in dataset.features if c not in frame.columns]
     if missing:
         raise MonitorInputError(f"{source}: missing feature column(s) {missing}")
-    problems = []
-    for col in dataset.numerical:
-        values = frame[col]
-        parsed = pd.to_numeric(values, errors="coerce")
-        bad = int((parsed.isna() & values.notna()).sum() + np.isinf(parsed.to_numpy(dtype=float)).sum())
-        if bad:
-            problems.append(f"{col}: not a finite number ({bad} bad row{'s' if bad != 1 else ''})")
-        elif col not in dataset.nullable_numerical and (nulls := int(values.isna().sum())):
-            problems.append(f"{col}: missing values in a column that may not be empty ({nulls} rows)")
+    problems = [str(p) for p in validation.feature_problems(frame, dataset)]
     target = dataset.target
     if target in frame.columns:
         labels = frame[target]

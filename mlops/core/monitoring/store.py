@@ -89,6 +89,7 @@ monitor_runs = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("sample_rows", sa.Integer),  # the rows Evidently compared (migration 0003; NULL before it)
     sa.Column("drifted_columns", sa.Integer, nullable=False),
     sa.Column("drifted_share", sa.Float, nullable=False),
     sa.Column("dataset_drift", sa.Boolean, nullable=False),
