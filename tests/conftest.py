@@ -182,3 +182,13 @@ def trained(prepared: subprocess.CompletedProcess[str], settings: config.Setting
     result = mage_run("train")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+@pytest.fixture(scope="session")
+def champion(trained: subprocess.CompletedProcess[str], settings: config.Settings) -> str:
+    """The trained challenger promoted by the deploy policy (or the champion already in place)."""
+    from mlops.core.lifecycle import promotion
+
+    decision = promotion.promote_if_better(settings)
+    assert decision.champion is not None
+    return decision.champion

@@ -18,16 +18,6 @@ GRAFANA = ROOT / "grafana"
 WEBHOOKS = ROOT.parent / "shared" / "grafana"
 
 
-@pytest.fixture(scope="session")
-def champion(trained: Any, settings: config.Settings) -> str:
-    """The trained challenger promoted by the deploy policy (or the champion already in place)."""
-    from mlops.core.lifecycle import promotion
-
-    decision = promotion.promote_if_better(settings)
-    assert decision.champion is not None
-    return decision.champion
-
-
 @pytest.fixture(scope="module")
 def fresh_settings(
     platform_env: dict[str, str], make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory

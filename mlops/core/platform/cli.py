@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mlops.core import config, reporting
 from mlops.core.data import preparation
@@ -92,6 +93,25 @@ def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
     return run_pipeline(settings, "monitor", {"window_start": args.start, "window_end": args.end})
+
+
+def cmd_score(args: argparse.Namespace, settings: config.Settings) -> int:
+    from mlops.core.lifecycle import batch_scoring
+
+    if args.engine:
+        settings = settings.model_copy(update={"compute": settings.compute.model_copy(update={"engine": args.engine})})
+    where = settings.compute.spark_master if settings.compute.engine == "spark" else "this process"
+    console.print(f"scoring {args.input} with the champion on {settings.compute.engine} ({where})")
+    try:
+        result = batch_scoring.score_table(settings, Path(args.input), Path(args.output))
+    except batch_scoring.NoChampion as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return BAD_INPUT
+    console.print(
+        f"[green]scored[/green] {result.rows:,} rows with v{result.model_version} in {result.seconds:.1f} s "
+        f"({result.positives:,} positive decisions) -> {result.output}"
+    )
+    return 0
 
 
 def cmd_alert_check(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -209,6 +229,11 @@ def parser() -> argparse.ArgumentParser:
     mon.add_argument("--start", help="window start (ISO time) of the prediction log")
     mon.add_argument("--end", help="window end (ISO time)")
     mon.set_defaults(func=cmd_monitor)
+    sc = sub.add_parser("score", help="score a table (Parquet or CSV file or folder) with the champion")
+    sc.add_argument("input", help="a .parquet or .csv file, or a folder of them")
+    sc.add_argument("output", help="where the rows with probability and decision go (Parquet)")
+    sc.add_argument("--engine", choices=("pandas", "spark"), help="overrides compute.engine")
+    sc.set_defaults(func=cmd_score)
     ac = sub.add_parser("alert-check", help="evaluate the provisioned Grafana alert rule on the monitoring DB")
     ac.set_defaults(func=cmd_alert_check)
     im = sub.add_parser("images", help="build every image of the compose stack (an engine and stand-ins if needed)")

@@ -1,0 +1,142 @@
+"""Batch scoring: the champion (``models:/<name>@champion``) over a table of any size, written beside its rows.
+
+``python -m mlops score INPUT OUTPUT``. INPUT is a Parquet or CSV file, or a folder of them; OUTPUT is a Parquet
+file (pandas) or folder (Spark) holding the input's rows plus ``probability`` and ``decision`` (at the champion's
+threshold). ``compute.engine`` chooses where the work runs and nothing else:
+
+- ``pandas``: in this process, ``compute.chunk_rows`` rows at a time;
+- ``spark``: on ``compute.spark_master`` (``local[N]`` or a standalone cluster); each Arrow batch of
+  ``mapInPandas`` is scored by the same function.
+
+Either way the scorer is the predictor's (``scoring.scorer_for`` on the model's schema probe), so a row scores
+offline exactly as it does over HTTP. A table that breaks the dataset's schema (a missing feature column, text in a
+number, a missing number where none may be) is refused before anything is written, naming column and rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from mlops.core.config import Dataset, Settings
+from mlops.core.data import schema
+from mlops.core.data.validation import DataValidationError, Problem, feature_problems
+from mlops.core.serving import frame_scoring
+from mlops.core.serving.scoring import Scorer, decisions, schema_probe, scorer_for
+from mlops.core.training import registry
+
+PROBABILITY, DECISION = "probability", "decision"
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+class NoChampion(LookupError):
+    """The model has no champion yet: deploy one before scoring."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    name: str
+    version: str
+    threshold: float
+    pipeline: Pipeline
+    feature_schema: schema.FeatureSchema
+
+    def scorer(self, dataset: Dataset) -> Scorer:
+        return scorer_for(self.pipeline, dataset, schema_probe(self.feature_schema))
+
+
+@dataclass(frozen=True)
+class ScoredTable:
+    rows: int
+    positives: int  # rows whose decision is positive
+    model_version: str
+    engine: str
+    output: Path
+    seconds: float
+
+
+def champion(settings: Settings) -> Champion:
+    client = registry.configure(settings)
+    name = settings.training.model_name
+    found = registry.version_by_alias(client, name, registry.CHAMPION)
+    if found is None:
+        raise NoChampion(f"model {name!r} has no champion: run the deploy pipeline before scoring")
+    version = str(found.version)
+    features = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{schema.ARTIFACT}"))
+    threshold = float(found.tags.get("threshold", 0.5))
+    return Champion(name, version, threshold, registry.load_pipeline(name, version), features)
+
+
+def table_files(source: Path) -> list[Path]:
+    """The Parquet or CSV files of ``source`` (one file, or a folder's files of one kind)."""
+    if source.is_file():
+        files = [source]
+    elif source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix in TABLE_SUFFIXES and not p.name.startswith((".", "_")))
+    else:
+        raise DataValidationError(str(source), [Problem("(file)", "no such file or folder")])
+    kinds = {p.suffix for p in files}
+    if not files or not kinds <= set(TABLE_SUFFIXES) or len(kinds) > 1:
+        reason = "no .parquet or .csv file" if not files or not kinds <= set(TABLE_SUFFIXES) else "mixed file kinds"
+        raise DataValidationError(str(source), [Problem("(file)", f"{reason} to score")])
+    return files
+
+
+def read_table(source: Path, dataset: Dataset) -> pd.DataFrame:
+    files = table_files(source)
+    if files[0].suffix == ".parquet":
+        return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+    # CSV as text, as the data step reads it: numbers are parsed (and refused) by the feature check
+    frames = [
+        pd.read_csv(p, sep=dataset.source.separator, dtype=str, keep_default_na=False, na_values=[""]) for p in files
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def check(frame: pd.DataFrame, dataset: Dataset, source: str) -> pd.DataFrame:
+    """``frame`` with its numeric features as float64, or :class:`DataValidationError` naming every problem."""
+    problems = feature_problems(frame, dataset)
+    if problems:
+        raise DataValidationError(source, problems)
+    if frame.empty:
+        raise DataValidationError(source, [Problem("(file)", "no rows to score")])
+    for col in dataset.numerical:
+        frame[col] = pd.to_numeric(frame[col]).astype("float64")
+    return frame
+
+
+def score_table(settings: Settings, source: Path, output: Path) -> ScoredTable:
+    started = time.perf_counter()
+    model = champion(settings)
+    if settings.compute.engine == "spark":
+        from mlops.core.lifecycle import spark_scoring  # pyspark is the spark extra's
+
+        rows, positives = spark_scoring.score_table(settings, model, source, output)
+    else:
+        frame = check(read_table(source, settings.dataset), settings.dataset, str(source))
+        proba = frame_scoring.probabilities(
+            model.scorer(settings.dataset), frame, settings.dataset, settings.compute.chunk_rows
+        )
+        frame[PROBABILITY] = proba
+        frame[DECISION] = decisions(proba, model.threshold)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(output, index=False)
+        rows, positives = len(frame), int(frame[DECISION].sum())
+    return ScoredTable(rows, positives, model.version, settings.compute.engine, output, time.perf_counter() - started)
+
+
+def scored_batches(
+    frames: Iterator[pd.DataFrame], model: Champion, dataset: Dataset, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """``mapInPandas``'s function body: each batch with its probability and decision (the scorer built once)."""
+    scorer: Scorer | None = None
+    for frame in frames:
+        scorer = scorer or model.scorer(dataset)
+        proba = frame_scoring.probabilities(scorer, frame, dataset, chunk_rows)
+        yield frame.assign(**{PROBABILITY: proba, DECISION: decisions(proba, model.threshold)})
