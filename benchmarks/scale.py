@@ -7,8 +7,8 @@ process of its own, so its peak RSS (``wait4``'s ``ru_maxrss``) is that stage's 
   calls);
 - **train**: one family at fixed parameters (XGBoost, ``PARAMS``, native categories) on the train split, then its
   test ROC-AUC; the fitted pipeline is then registered as the champion in the work dir's MLflow (not timed);
-- **monitor**: the monitor's ``drift_metrics.monitor`` on the whole table as one batch (exact counts, Evidently
-  on a ``monitoring.drift_sample_rows`` sample), reading the table included;
+- **monitor**: the monitor's ``drift_metrics.monitor`` on the whole table as one prepared batch (exact counts,
+  Evidently on a ``monitoring.drift_sample_rows`` sample), reading it included;
 - **score**: the champion's compiled scorer over the whole table in process (``frame_scoring.probabilities``);
   reading the table is timed apart (``score_read_seconds_*``).
 
@@ -41,8 +41,8 @@ from mlops.core.data import preparation
 
 FACTORS = {"45k": 1, "450k": 10, "4_5m": 100}
 STAGES = ("prepare", "train", "monitor", "score")
-PARAMS = {"n_estimators": 200, "learning_rate": 0.1, "max_depth": 6}
-TABLE = "table.parquet"  # the validated table, for the monitor and score stages
+PARAMS = {"n_estimators": 150, "learning_rate": 0.1, "max_depth": 6}  # scoring cost is trees x depth
+WHOLE = "whole-table"  # the validated table as one prepared batch, for the monitor and score stages
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,7 +65,7 @@ def prepare(work: Path) -> dict[str, Any]:
     parts = preparation.split(raw, settings)
     preparation.persist(parts, settings)
     seconds = time.perf_counter() - started
-    raw.to_parquet(work / TABLE, index=False)  # for the later stages, not timed
+    raw.to_parquet(preparation.batch_path(settings, WHOLE), index=False)  # for the later stages, not timed
     return {"seconds": seconds, "rows": len(raw), "train_rows": len(parts.train)}
 
 
@@ -110,7 +110,7 @@ def monitor(work: Path) -> dict[str, Any]:
 
     settings = stage_settings(work)
     started = time.perf_counter()
-    result = drift_metrics.monitor(settings, batch="whole-table", frame=pd.read_parquet(work / TABLE))
+    result = drift_metrics.monitor(settings, batch=WHOLE)  # reads the batch, as the monitor pipeline does
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": result.rows, "sample_rows": result.sample_rows}
 
@@ -123,7 +123,8 @@ def score(work: Path) -> dict[str, Any]:
     model = batch_scoring.champion(settings)
     scorer = model.scorer(settings.dataset)
     started = time.perf_counter()
-    frame = batch_scoring.check(pd.read_parquet(work / TABLE), settings.dataset, TABLE)
+    path = preparation.batch_path(settings, WHOLE)
+    frame = batch_scoring.check(pd.read_parquet(path), settings.dataset, str(path))
     read = time.perf_counter() - started
     started = time.perf_counter()
     proba = frame_scoring.probabilities(scorer, frame, settings.dataset, settings.compute.chunk_rows)
@@ -147,12 +148,12 @@ def spark_parity(work: Path) -> dict[str, Any]:
 
     settings = stage_settings(work)
     model = batch_scoring.champion(settings)
-    table = pd.read_parquet(work / TABLE)
+    path = preparation.batch_path(settings, WHOLE)
+    table = pd.read_parquet(path)
     pandas_proba = frame_scoring.probabilities(model.scorer(settings.dataset), table, settings.dataset)
     started = time.perf_counter()
     spark = spark_scoring.session(settings)
-    frame = spark.read.parquet(str(work / TABLE))
-    checked = spark_scoring.check(frame, settings.dataset, TABLE)
+    checked = spark_scoring.check(spark.read.parquet(str(path)), settings.dataset, str(path))
     scored = spark_scoring.score(checked, model, settings.dataset, settings.compute.chunk_rows)
     collected = scored.select(*settings.dataset.features, batch_scoring.PROBABILITY).toPandas()
     seconds = time.perf_counter() - started

@@ -223,10 +223,15 @@ def split(frame: pd.DataFrame, settings: Settings) -> SplitResult:
         raise ValueError(f"the reference is empty: no rows have {spec.column} in {_describe(spec.reference)}")
     y = labels(reference, settings)
     holdout = spec.validation_size + spec.test_size
-    train, rest = train_test_split(reference, test_size=holdout, stratify=y, random_state=spec.seed)
-    validation, test = train_test_split(
-        rest, test_size=spec.test_size / holdout, stratify=labels(rest, settings), random_state=spec.seed
+    # Split row positions, then take each part once: the same rows as splitting the frames, without copying
+    # the held-out rows twice (seconds on millions of rows)
+    train_at, rest_at = train_test_split(
+        np.arange(len(reference)), test_size=holdout, stratify=y, random_state=spec.seed
     )
+    validation_at, test_at = train_test_split(
+        rest_at, test_size=spec.test_size / holdout, stratify=y[rest_at], random_state=spec.seed
+    )
+    train, validation, test = (reference.iloc[at] for at in (train_at, validation_at, test_at))
     return SplitResult(train=train, validation=validation, test=test, batches=batches)
 
 

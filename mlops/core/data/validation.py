@@ -7,6 +7,7 @@ rows), never filled or dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,18 +41,24 @@ class DataValidationError(ValueError):
         super().__init__(f"{source} is not valid for this dataset:\n{lines}")
 
 
-def _is_number(series: pd.Series) -> pd.Series:
-    parsed = pd.to_numeric(series, errors="coerce")
-    return parsed.notna() & pd.Series(pd.notna(parsed) & (parsed.abs() != float("inf")), index=series.index)
+def _finite(parsed: pd.Series) -> pd.Series:
+    return parsed.notna() & (parsed.abs() != float("inf"))
 
 
-def raw_schema(dataset: Dataset) -> pa.DataFrameSchema:
-    """The schema of the raw file: every configured column, as text, with typed checks."""
+def raw_schema(dataset: Dataset, parsed: Mapping[str, pd.Series] | None = None) -> pa.DataFrameSchema:
+    """The schema of the raw file: every configured column, as text, with typed checks. ``parsed``: the numeric
+    columns already parsed (``pd.to_numeric(errors="coerce")``), so that a large file's numbers are parsed once."""
     columns: dict[str, pa.Column] = {}
     for col in dataset.numerical:
+
+        def is_number(series: pd.Series, col: str = col) -> pd.Series:
+            if parsed is not None and col in parsed:
+                return _finite(parsed[col].reindex(series.index))
+            return _finite(pd.to_numeric(series, errors="coerce"))
+
         columns[col] = pa.Column(
             object,
-            checks=pa.Check(_is_number, element_wise=False, error="not a finite number", ignore_na=True),
+            checks=pa.Check(is_number, element_wise=False, error="not a finite number", ignore_na=True),
             nullable=col in dataset.nullable_numerical,
         )
     for col in dataset.categorical:
@@ -109,13 +116,14 @@ def _problems_from(errors: SchemaErrors) -> list[Problem]:
 
 def validate_raw(frame: pd.DataFrame, dataset: Dataset, source: str = "data") -> pd.DataFrame:
     """Check a text frame against the schema and return it typed (numbers as floats, text as objects)."""
+    parsed = {col: pd.to_numeric(frame[col], errors="coerce") for col in dataset.numerical if col in frame.columns}
     try:
-        raw_schema(dataset).validate(frame, lazy=True)
+        raw_schema(dataset, parsed).validate(frame, lazy=True)
     except SchemaErrors as exc:
         raise DataValidationError(source, _problems_from(exc)) from None
-    typed = frame.copy()
+    typed = frame.copy(deep=False)  # the text columns are shared, not copied (millions of strings)
     for col in dataset.numerical:
-        typed[col] = pd.to_numeric(typed[col]).astype("float64")
+        typed[col] = parsed[col].astype("float64")
     return typed
 
 

@@ -234,6 +234,8 @@ def monitor(
         frame = read_batch(settings, name) if window is None else logged_predictions(settings, *window)
     source = f"batch {name!r}" if window is None else f"prediction log window {window[0]:%Y-%m-%d %H:%M}"
     current = check_frame(frame, settings, source)
+    y = preparation.labels(frame, settings) if settings.dataset.target in frame.columns else None
+    del frame  # a large batch is held once from here on, as the model's input columns
     model = champion(settings)
     reference = drift_reference.unseen_reference(settings, model.pipeline)
     current[PREDICTION] = drift_reference.probabilities(model.pipeline, current)
@@ -244,8 +246,8 @@ def monitor(
     drifted = sum(c.drifted for c in columns)
     share = drifted / len(columns)
     scores: dict[str, float | None] = {"roc_auc": None, "pr_auc": None, "f1": None}
-    if settings.dataset.target in frame.columns:
-        scores = quality(preparation.labels(frame, settings), current[PREDICTION].to_numpy(), model.threshold)
+    if y is not None:
+        scores = quality(y, current[PREDICTION].to_numpy(), model.threshold)
     computed = datetime.now(UTC)
     path = report_path(settings, name, model.version, computed)
     path.parent.mkdir(parents=True, exist_ok=True)
