@@ -6,7 +6,7 @@ model's schema probe, so Spark's probabilities are the predictor's. The schema c
 whole table (bad numbers and missing values counted per column), before anything is written.
 
 Executors import ``mlops``: with ``local[N]`` they are this interpreter's (``PYSPARK_PYTHON``); on a standalone
-cluster, the workers' image holds the same environment (the compose ``spark`` profile).
+cluster, the workers need the same environment (``uv sync --extra spark``; no compose profile runs one yet).
 """
 
 from __future__ import annotations
