@@ -128,7 +128,7 @@ class Compute(Strict):
     """Where the table-sized work runs (batch scoring): pandas in this process, or Spark (docs/scale.md)."""
 
     engine: Literal["pandas", "spark"] = "pandas"
-    # local[N]: Spark inside this process on N cores; spark://host:7077: a standalone cluster (compose's spark profile)
+    # local[N]: Spark inside this process on N cores; spark://host:7077: a standalone cluster
     spark_master: str = "local[2]"
     chunk_rows: int = Field(250_000, ge=1_000)  # rows scored at once (pandas) or per Arrow batch (Spark)
 
