@@ -143,6 +143,7 @@ def quality(work: Path) -> dict[str, Any]:
 
 def spark_parity(work: Path) -> dict[str, Any]:
     """The table scored on Spark local[2] against the pandas engine, row by row."""
+    from mlops.core.data import spark_tables
     from mlops.core.lifecycle import batch_scoring, spark_scoring
     from mlops.core.serving import frame_scoring
 
@@ -152,8 +153,8 @@ def spark_parity(work: Path) -> dict[str, Any]:
     table = pd.read_parquet(path)
     pandas_proba = frame_scoring.probabilities(model.scorer(settings.dataset), table, settings.dataset)
     started = time.perf_counter()
-    spark = spark_scoring.session(settings)
-    checked = spark_scoring.check(spark.read.parquet(str(path)), settings.dataset, str(path))
+    spark = spark_tables.session(settings)
+    checked = spark_tables.check_features(spark.read.parquet(str(path)), settings.dataset, str(path))
     scored = spark_scoring.score(checked, model, settings.dataset, settings.compute.chunk_rows)
     collected = scored.select(*settings.dataset.features, batch_scoring.PROBABILITY).toPandas()
     seconds = time.perf_counter() - started

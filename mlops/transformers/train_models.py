@@ -1,4 +1,4 @@
-"""train: tune and log every configured model family; register the best as `challenger`.
+"""train: tune and log every configured model family (on compute.engine); register the best as `challenger`.
 
 A transformer, not a `custom` block: Mage's in-process execute_sync skips a custom root block silently.
 """
@@ -6,7 +6,6 @@ A transformer, not a `custom` block: Mage's in-process execute_sync skips a cust
 import pandas as pd
 
 from mlops.core import config
-from mlops.core.data import preparation
 from mlops.core.training import tuning
 
 if "transformer" not in globals():
@@ -16,5 +15,5 @@ if "transformer" not in globals():
 @transformer
 def train_models(*args, **kwargs) -> pd.DataFrame:
     settings = config.load()
-    result = tuning.train(settings, preparation.load_splits(settings))
+    result = tuning.train_prepared(settings)
     return result.leaderboard.assign(registered_version=result.registered.version)

@@ -54,6 +54,11 @@ class Training(Strict):
     # onehot: a 0/1 column per category (every family); native: a code per category variable, which the tree
     # libraries split on as categories (xgboost, hist_gradient_boosting): far less memory on millions of rows
     categorical_encoding: Literal["onehot", "native"] = "onehot"
+    # compute.engine: spark trains xgboost (xgboost.spark) at these parameters: no search, each trial would be a
+    # job over the whole table
+    spark_params: dict[str, float | int] = Field(
+        default_factory=lambda: {"n_estimators": 150, "max_depth": 6, "learning_rate": 0.1}
+    )
 
     @model_validator(mode="after")
     def _families_take_codes(self) -> Training:
@@ -125,7 +130,8 @@ class Monitoring(Strict):
 
 
 class Compute(Strict):
-    """Where the table-sized work runs (batch scoring): pandas in this process, or Spark (docs/scale.md)."""
+    """Where the table-sized work runs (prepare, train, monitor a prepared batch, batch scoring): pandas in this
+    process, or Spark (docs/scale.md)."""
 
     engine: Literal["pandas", "spark"] = "pandas"
     # local[N]: Spark inside this process on N cores; spark://host:7077: a standalone cluster

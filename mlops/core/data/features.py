@@ -22,6 +22,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops.core import families
 from mlops.core.config import Dataset
+from mlops.core.data.schema import FeatureSchema
 
 MISSING_CATEGORY = "__missing__"
 
@@ -52,6 +53,23 @@ def normalise(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
         values = frame[col].astype(object)
         out[col] = values.where(values.notna(), np.nan)
     return out
+
+
+def statistics_frame(feature_schema: FeatureSchema, dataset: Dataset) -> pd.DataFrame:
+    """A few rows holding exactly what a tree family's preprocessing learns from training data: each number at
+    its median and every category seen (a missing one where training had some). Fitted on these rows, the
+    preprocessing is the one fitted on the whole training table, for a table no process holds (Spark). A scaled
+    (linear) family also learns means and spreads, which these rows do not hold."""
+    seen = {
+        col: [*feature.categories, *([None] if feature.nullable else [])]
+        for col, feature in feature_schema.categorical.items()
+    }
+    rows = max([1, *(len(values) for values in seen.values())])
+    data: dict[str, list[Any]] = {col: [feature_schema.numerical[col].median] * rows for col in dataset.numerical}
+    for col in dataset.categorical:
+        values = seen[col] or [None]
+        data[col] = [values[i % len(values)] for i in range(rows)]
+    return normalise(pd.DataFrame(data), dataset)
 
 
 def frame_from_records(records: Iterable[Mapping[str, Any]], dataset: Dataset) -> pd.DataFrame:

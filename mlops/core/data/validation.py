@@ -18,6 +18,8 @@ from pandera.errors import SchemaErrors
 
 from mlops.core.config import Dataset
 
+TABLE_SUFFIXES = (".parquet", ".csv")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -143,6 +145,21 @@ def feature_problems(frame: pd.DataFrame, dataset: Dataset) -> list[Problem]:
         elif col not in dataset.nullable_numerical and (nulls := int(values.isna().sum())):
             problems.append(Problem(col, "missing values in a column that may not be empty", nulls))
     return problems
+
+
+def table_files(source: Path) -> list[Path]:
+    """The Parquet or CSV files of ``source`` (one file, or a folder's files of one kind)."""
+    if source.is_file():
+        files = [source]
+    elif source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix in TABLE_SUFFIXES and not p.name.startswith((".", "_")))
+    else:
+        raise DataValidationError(str(source), [Problem("(file)", "no such file or folder")])
+    kinds = {p.suffix for p in files}
+    if not files or not kinds <= set(TABLE_SUFFIXES) or len(kinds) > 1:
+        reason = "no .parquet or .csv file" if not files or not kinds <= set(TABLE_SUFFIXES) else "mixed file kinds"
+        raise DataValidationError(str(source), [Problem("(file)", f"{reason} to read")])
+    return files
 
 
 def read_validated(path: Path, dataset: Dataset) -> pd.DataFrame:

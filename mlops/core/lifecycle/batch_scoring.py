@@ -26,13 +26,12 @@ from sklearn.pipeline import Pipeline
 
 from mlops.core.config import Dataset, Settings
 from mlops.core.data import schema
-from mlops.core.data.validation import DataValidationError, Problem, feature_problems
+from mlops.core.data.validation import DataValidationError, Problem, feature_problems, table_files
 from mlops.core.serving import frame_scoring
 from mlops.core.serving.scoring import Scorer, decisions, schema_probe, scorer_for
 from mlops.core.training import registry
 
 PROBABILITY, DECISION = "probability", "decision"
-TABLE_SUFFIXES = (".parquet", ".csv")
 
 
 class NoChampion(LookupError):
@@ -62,30 +61,12 @@ class ScoredTable:
 
 
 def champion(settings: Settings) -> Champion:
-    client = registry.configure(settings)
-    name = settings.training.model_name
-    found = registry.version_by_alias(client, name, registry.CHAMPION)
+    found = registry.load_aliased(settings)
     if found is None:
+        name = settings.training.model_name
         raise NoChampion(f"model {name!r} has no champion: run the deploy pipeline before scoring")
-    version = str(found.version)
     features = schema.FeatureSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{schema.ARTIFACT}"))
-    threshold = float(found.tags.get("threshold", 0.5))
-    return Champion(name, version, threshold, registry.load_pipeline(name, version), features)
-
-
-def table_files(source: Path) -> list[Path]:
-    """The Parquet or CSV files of ``source`` (one file, or a folder's files of one kind)."""
-    if source.is_file():
-        files = [source]
-    elif source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix in TABLE_SUFFIXES and not p.name.startswith((".", "_")))
-    else:
-        raise DataValidationError(str(source), [Problem("(file)", "no such file or folder")])
-    kinds = {p.suffix for p in files}
-    if not files or not kinds <= set(TABLE_SUFFIXES) or len(kinds) > 1:
-        reason = "no .parquet or .csv file" if not files or not kinds <= set(TABLE_SUFFIXES) else "mixed file kinds"
-        raise DataValidationError(str(source), [Problem("(file)", f"{reason} to score")])
-    return files
+    return Champion(found.name, found.version, found.threshold, found.pipeline, features)
 
 
 def read_table(source: Path, dataset: Dataset) -> pd.DataFrame:

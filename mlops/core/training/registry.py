@@ -143,6 +143,29 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         return None
 
 
+@dataclass(frozen=True)
+class AliasedModel:
+    """The version an alias points at, loaded: its pipeline and the decision threshold it was tagged with."""
+
+    name: str
+    version: str
+    run_id: str
+    threshold: float
+    pipeline: Pipeline
+
+
+def load_aliased(settings: Settings, alias: str = CHAMPION) -> AliasedModel | None:
+    """``models:/<training.model_name>@<alias>`` loaded, or None while the alias points nowhere."""
+    client = configure(settings)
+    name = settings.training.model_name
+    found = version_by_alias(client, name, alias)
+    if found is None:
+        return None
+    version = str(found.version)
+    threshold = float(found.tags.get("threshold", 0.5))
+    return AliasedModel(name, version, str(found.run_id), threshold, load_pipeline(name, version))
+
+
 def load_pipeline(name: str, alias_or_version: str) -> Pipeline:
     """Load the fitted pipeline by alias (``champion``) or version number."""
     ref = f"models:/{name}/{alias_or_version}" if alias_or_version.isdigit() else f"models:/{name}@{alias_or_version}"

@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -25,7 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from mlops.core import families, reporting
 from mlops.core.config import Settings
-from mlops.core.data import features, schema
+from mlops.core.data import features, preparation, schema
 from mlops.core.data.preparation import labels
 from mlops.core.training import evaluation, registry
 
@@ -165,26 +166,44 @@ def train_candidate(family: str, frames: dict[str, pd.DataFrame], settings: Sett
         lift = settings.training.lift_fraction
         validation = evaluation.metrics(y["validation"], proba_val, threshold, lift)
         test = evaluation.metrics(y["test"], pipeline.predict_proba(X["test"])[:, 1], threshold, lift)
-        mlflow.set_tags({"family": family, "dataset": dataset.name, "stage": "candidate"})
-        mlflow.log_params(
-            {
-                "family": family,
-                **search.params,
-                "search_trials": search.trials,
-                "search_seconds": round(search.seconds, 2),
-            }
+        info = log_candidate(
+            family,
+            {**search.params, "search_trials": search.trials, "search_seconds": round(search.seconds, 2)},
+            pipeline,
+            (validation, test),
+            (y["validation"], proba_val),
+            schema.from_training(frames["train"], dataset),
+            X["validation"].head(50),
+            settings,
         )
-        mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
-        mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        imp = importance(pipeline)
-        for path, fig in evaluation.figures(y["validation"], proba_val, imp, family).items():
-            mlflow.log_figure(fig, path)
-        mlflow.log_dict(imp, "feature_importance.json")
-        mlflow.log_dict(schema.from_training(frames["train"], dataset).to_dict(), schema.ARTIFACT)
-        info = registry.log_pipeline(pipeline, X["validation"].head(50))
     return Candidate(
         family, search.params, pipeline, threshold, validation, test, run.info.run_id, info.model_uri, search
     )
+
+
+def log_candidate(
+    family: str,
+    params: dict[str, Any],
+    pipeline: Pipeline,
+    scores: tuple[dict[str, float], dict[str, float]],
+    validation_scores: tuple[np.ndarray, np.ndarray],
+    feature_schema: schema.FeatureSchema,
+    example: pd.DataFrame,
+    settings: Settings,
+) -> mlflow.models.model.ModelInfo:
+    """Log one fitted candidate to the active (child) run: its parameters, validation and test metrics, plots,
+    importance, feature schema and the pipeline itself (every engine's candidates are logged alike)."""
+    validation, test = scores
+    mlflow.set_tags({"family": family, "dataset": settings.dataset.name, "stage": "candidate"})
+    mlflow.log_params({"family": family, **params})
+    mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
+    mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
+    imp = importance(pipeline)
+    for path, fig in evaluation.figures(*validation_scores, imp, family).items():
+        mlflow.log_figure(fig, path)
+    mlflow.log_dict(imp, "feature_importance.json")
+    mlflow.log_dict(feature_schema.to_dict(), schema.ARTIFACT)
+    return registry.log_pipeline(pipeline, example)
 
 
 def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console | None = None) -> TrainingResult:
@@ -192,7 +211,6 @@ def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console 
     console = console or reporting.console()
     client = registry.configure(settings)
     cfg = settings.training
-    lift_key = evaluation.lift_key(cfg.lift_fraction)
     candidates: list[Candidate] = []
     started = datetime.now(UTC)
     with mlflow.start_run(run_name=f"train-{started:%Y%m%d-%H%M%S}") as parent:
@@ -220,23 +238,43 @@ def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console 
                 candidates.append(train_candidate(family, frames, settings))
                 progress.advance(task)
             progress.update(task, description="trained model families")
-        candidates.sort(key=lambda c: c.validation[cfg.selection_metric], reverse=True)
-        for rank, c in enumerate(candidates[:3], start=1):
-            client.set_tag(c.run_id, "challenger_rank", str(rank))
-        board = _leaderboard(candidates, lift_key)
-        mlflow.log_text(board.to_csv(index=False), "leaderboard.csv")
-        best = candidates[0]
-        mlflow.log_metrics({f"best_validation_{k}": v for k, v in best.validation.items()})
-        tags = {
-            "family": best.family,
-            "threshold": best.threshold,
-            "dataset": settings.dataset.name,
-            "training_run_id": parent.info.run_id,
-            "candidate_run_id": best.run_id,
-            "trained_at": started.isoformat(timespec="seconds"),
-            "features": json.dumps(settings.dataset.features),
-            **{f"validation_{k}": round(v, 6) for k, v in best.validation.items()},
-            **{f"test_{k}": round(v, 6) for k, v in best.test.items()},
-        }
-        registered = registry.register(client, best.model_uri, cfg.model_name, tags, alias=registry.CHALLENGER)
+        registered, board = register_best(client, candidates, settings, parent.info.run_id, started)
     return TrainingResult(parent.info.run_id, candidates, registered, cfg.selection_metric, board)
+
+
+def train_prepared(settings: Settings, console: Console | None = None) -> TrainingResult:
+    """The train pipeline: the prepared splits trained on ``compute.engine`` (pandas here, or Spark)."""
+    if settings.compute.engine == "spark":
+        from mlops.core.training import spark_training  # pyspark is the spark extra's
+
+        return spark_training.train(settings, console)
+    return train(settings, preparation.load_splits(settings), console)
+
+
+def register_best(
+    client: MlflowClient, candidates: list[Candidate], settings: Settings, training_run_id: str, started: datetime
+) -> tuple[registry.RegisteredModel, pd.DataFrame]:
+    """Rank the candidates (best first, in place), tag the top three, log the leaderboard to the active run and
+    register the best with alias ``challenger``; every engine's training ends here."""
+    cfg = settings.training
+    lift_key = evaluation.lift_key(cfg.lift_fraction)
+    candidates.sort(key=lambda c: c.validation[cfg.selection_metric], reverse=True)
+    for rank, c in enumerate(candidates[:3], start=1):
+        client.set_tag(c.run_id, "challenger_rank", str(rank))
+    board = _leaderboard(candidates, lift_key)
+    mlflow.log_text(board.to_csv(index=False), "leaderboard.csv")
+    best = candidates[0]
+    mlflow.log_metrics({f"best_validation_{k}": v for k, v in best.validation.items()})
+    tags = {
+        "family": best.family,
+        "threshold": best.threshold,
+        "dataset": settings.dataset.name,
+        "training_run_id": training_run_id,
+        "candidate_run_id": best.run_id,
+        "trained_at": started.isoformat(timespec="seconds"),
+        "features": json.dumps(settings.dataset.features),
+        **{f"validation_{k}": round(v, 6) for k, v in best.validation.items()},
+        **{f"test_{k}": round(v, 6) for k, v in best.test.items()},
+    }
+    registered = registry.register(client, best.model_uri, cfg.model_name, tags, alias=registry.CHALLENGER)
+    return registered, board
