@@ -12,9 +12,7 @@ if "data_exporter" not in globals():
 @data_exporter
 def persist_prepared_data(raw: pd.DataFrame, leakage_report: pd.DataFrame, *args, **kwargs) -> dict:
     settings = config.load()
-    parts = preparation.split(raw, settings)
-    folder = preparation.persist(parts, settings)
-    report = preparation.data_report(parts, settings)
+    folder, report = preparation.split_and_persist(raw, settings)
     reporting.write_json(folder / "data_report.json", report)
     reporting.write_json(folder / "leakage_report.json", leakage_report.to_dict("records"))
     reporting.show(reporting.data_table(report))

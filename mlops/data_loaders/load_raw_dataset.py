@@ -1,4 +1,4 @@
-"""prepare: find (or download) and validate the raw file named by the configuration."""
+"""prepare: find (or download) and validate the raw file named by the configuration (on compute.engine)."""
 
 import pandas as pd
 
@@ -11,4 +11,4 @@ if "data_loader" not in globals():
 
 @data_loader
 def load_raw_dataset(*args, **kwargs) -> pd.DataFrame:
-    return preparation.load_raw(config.load())
+    return preparation.load_for_checks(config.load())

@@ -4,12 +4,14 @@ Prepared data layout under ``settings.prepared_dir``::
 
     train.parquet, validation.parquet, test.parquet   stratified split of the reference
     batches/<name>.parquet                             monitoring batches (labeled)
+    (each a Parquet file, or a folder of them where Spark wrote it: data.spark_preparation)
     data_report.json, leakage_report.json              what prepare found
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,16 @@ def resolve_source(settings: Settings, allow_download: bool = True) -> Path:
 def load_raw(settings: Settings, allow_download: bool = True) -> pd.DataFrame:
     """Find (or download) and validate the raw file."""
     return read_validated(resolve_source(settings, allow_download), settings.dataset)
+
+
+def load_for_checks(settings: Settings) -> pd.DataFrame:
+    """The prepare pipeline's raw rows: the validated file, or with ``compute.engine: spark`` (validated on Spark) a
+    seeded sample of its reference of at most ``monitoring.drift_sample_rows`` rows, for the leakage check."""
+    if settings.compute.engine == "spark":
+        from mlops.core.data import spark_preparation  # pyspark is the spark extra's
+
+        return spark_preparation.leakage_sample(settings)
+    return load_raw(settings)
 
 
 def labels(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
@@ -281,15 +293,36 @@ def persist(parts: SplitResult, settings: Settings) -> Path:
     out = settings.prepared_dir
     batches_dir(settings).mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
+        remove_part(out / f"{name}.parquet")
         getattr(parts, name).to_parquet(out / f"{name}.parquet", index=False)
     for stale in stored_batches(settings):
         if stale not in parts.batches:
-            batch_path(settings, stale).unlink()
+            remove_part(batch_path(settings, stale))
     for name, batch in parts.batches.items():
+        remove_part(batch_path(settings, name))
         batch.to_parquet(batch_path(settings, name), index=False)
     # The batches in order (retrain adds files of its own beside them, e.g. <batch>.holdout.parquet)
     (out / BATCH_LIST).write_text(json.dumps(list(parts.batches)))
     return out
+
+
+def split_and_persist(raw: pd.DataFrame, settings: Settings) -> tuple[Path, dict[str, Any]]:
+    """The prepare pipeline's last step: split, write every part, and report on them. With ``compute.engine:
+    spark`` the whole raw table is split and written by Spark (``raw`` is then only the checks' sample)."""
+    if settings.compute.engine == "spark":
+        from mlops.core.data import spark_preparation
+
+        return settings.prepared_dir, spark_preparation.persist(settings)
+    parts = split(raw, settings)
+    return persist(parts, settings), data_report(parts, settings)
+
+
+def remove_part(path: Path) -> None:
+    """Remove a part written before: a file (pandas) or a folder of files (Spark)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def load_splits(settings: Settings) -> dict[str, pd.DataFrame]:
@@ -299,7 +332,7 @@ def load_splits(settings: Settings) -> dict[str, pd.DataFrame]:
 
 def load_split(settings: Settings, name: str) -> pd.DataFrame:
     path = settings.prepared_dir / f"{name}.parquet"
-    if not path.is_file():
+    if not path.exists():  # a file, or a folder of them (Spark)
         raise FileNotFoundError(f"{path} does not exist: run the prepare pipeline first")
     return pd.read_parquet(path)
 

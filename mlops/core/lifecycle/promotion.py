@@ -81,7 +81,7 @@ def holdout_frame(settings: Settings, parts: Sequence[str]) -> pd.DataFrame:
     for part in parts:
         if part.startswith(BATCH_PREFIX):
             path = batch_path(settings, part[len(BATCH_PREFIX) :])
-            if not path.is_file():
+            if not path.exists():
                 known = [f"{BATCH_PREFIX}{name}" for name in stored_batches(settings)]
                 raise DeployError(f"holdout: no prepared batch {part!r} (prepared batches: {known or 'none'})")
             frames.append(pd.read_parquet(path))

@@ -316,7 +316,7 @@ def quality_before_after(settings: Settings, before: str, after: str) -> list[di
     rows = []
     for name in preparation.batch_names(settings):
         part = f"{name}{HOLDOUT_SUFFIX}" if name in learned else name
-        if not preparation.batch_path(settings, part).is_file():
+        if not preparation.batch_path(settings, part).exists():
             part = name
         frame = preparation.load_batch(settings, part)
         scores = {v: promotion.evaluate_version(settings, v, frame)["roc_auc"] for v in {before, after}}
