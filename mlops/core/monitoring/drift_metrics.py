@@ -106,6 +106,16 @@ class MonitorResult:
         return {key: value for key, value in out.items() if value is not None}
 
 
+@dataclass
+class BatchMeasures:
+    """What the monitor measures of a batch over every row, and the sample Evidently compares (either engine)."""
+
+    rows: int
+    missing_share: float
+    scores: dict[str, float | None]  # roc_auc, pr_auc, f1 (None where the batch has no labels)
+    sample: pd.DataFrame  # model inputs and the champion's probability, at most drift_sample_rows rows
+
+
 # ---- metrics ---------------------------------------------------------------------------------------
 
 
@@ -200,23 +210,12 @@ def report_path(settings: Settings, batch: str, version: str, when: datetime) ->
 # ---- the run ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Champion:
-    name: str
-    version: str
-    threshold: float
-    pipeline: Any
-
-
-def champion(settings: Settings) -> Champion:
-    client = registry.configure(settings)
-    name = settings.training.model_name
-    found = registry.version_by_alias(client, name, registry.CHAMPION)
+def champion(settings: Settings) -> registry.AliasedModel:
+    found = registry.load_aliased(settings)
     if found is None:
+        name = settings.training.model_name
         raise MonitorInputError(f"model {name!r} has no champion: run the deploy pipeline before monitoring")
-    version = str(found.version)
-    threshold = float(found.tags.get("threshold", 0.5))
-    return Champion(name, version, threshold, registry.load_pipeline(name, version))
+    return found
 
 
 def monitor(
@@ -230,24 +229,37 @@ def monitor(
     if (batch is None) == (window is None):
         raise MonitorInputError("monitor: give either a batch name or a time window of the prediction log")
     name = batch if batch is not None else WINDOW_BATCH
-    if frame is None:
-        frame = read_batch(settings, name) if window is None else logged_predictions(settings, *window)
-    source = f"batch {name!r}" if window is None else f"prediction log window {window[0]:%Y-%m-%d %H:%M}"
-    current = check_frame(frame, settings, source)
-    y = preparation.labels(frame, settings) if settings.dataset.target in frame.columns else None
-    del frame  # a large batch is held once from here on, as the model's input columns
-    model = champion(settings)
-    reference = drift_reference.unseen_reference(settings, model.pipeline)
-    current[PREDICTION] = drift_reference.probabilities(model.pipeline, current)
-    # Evidently on a seeded sample (a large batch costs it time and memory per row); counts and quality exact
-    sample = drift_reference.drift_sample(current, settings.monitoring.drift_sample_rows, settings.dataset.split.seed)
+    if window is None and frame is None and settings.compute.engine == "spark":
+        from mlops.core.monitoring import spark_monitoring  # pyspark is the spark extra's
+
+        model = champion(settings)
+        measured = spark_monitoring.measure_batch(settings, name, model.pipeline, model.threshold)
+        reference = spark_monitoring.unseen_reference(settings, model.pipeline)
+    else:
+        if frame is None:
+            frame = read_batch(settings, name) if window is None else logged_predictions(settings, *window)
+        source = f"batch {name!r}" if window is None else f"prediction log window {window[0]:%Y-%m-%d %H:%M}"
+        current = check_frame(frame, settings, source)
+        y = preparation.labels(frame, settings) if settings.dataset.target in frame.columns else None
+        del frame  # a large batch is held once from here on, as the model's input columns
+        model = champion(settings)
+        reference = drift_reference.unseen_reference(settings, model.pipeline)
+        current[PREDICTION] = drift_reference.probabilities(model.pipeline, current)
+        scores: dict[str, float | None] = {"roc_auc": None, "pr_auc": None, "f1": None}
+        if y is not None:
+            scores = quality(y, current[PREDICTION].to_numpy(), model.threshold)
+        # Evidently on a seeded sample (a large batch costs it time and memory per row); counts and quality exact
+        sample = drift_reference.drift_sample(
+            current, settings.monitoring.drift_sample_rows, settings.dataset.split.seed
+        )
+        measured = BatchMeasures(len(current), missing_share(current, settings.dataset), scores, sample)
+        del current
+    sample = measured.sample
     threshold, _ = drift_reference.prediction_threshold(settings, reference[PREDICTION].to_numpy(), len(sample))
     snapshot, columns, prediction = drift_report(reference, sample, settings, threshold)
     drifted = sum(c.drifted for c in columns)
     share = drifted / len(columns)
-    scores: dict[str, float | None] = {"roc_auc": None, "pr_auc": None, "f1": None}
-    if y is not None:
-        scores = quality(y, current[PREDICTION].to_numpy(), model.threshold)
+    scores = measured.scores
     computed = datetime.now(UTC)
     path = report_path(settings, name, model.version, computed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,13 +268,13 @@ def monitor(
         batch=name,
         model_name=model.name,
         model_version=model.version,
-        rows=len(current),
+        rows=measured.rows,
         drifted_columns=drifted,
         drifted_share=share,
         dataset_drift=share >= DATASET_DRIFT_SHARE,
         prediction_drift=prediction.score,
         prediction_drift_method=prediction.method,
-        missing_share=missing_share(current, settings.dataset),
+        missing_share=measured.missing_share,
         sample_rows=len(sample),
         columns=[*columns, prediction],
         report_uri=path.as_uri(),

@@ -74,5 +74,6 @@ def prediction_noise(scores: np.ndarray, batch_rows: int, samples: int, seed: in
 def prediction_threshold(settings: Settings, scores: np.ndarray, batch_rows: int) -> tuple[float, float]:
     """(threshold, noise): the configured threshold, raised to ``noise_multiplier`` x the noise if that is higher."""
     cfg = settings.monitoring
-    noise = prediction_noise(scores, batch_rows, cfg.noise_samples, settings.dataset.split.seed)
+    # sorted: the threshold depends on the reference's scores, not on the order an engine read its rows in
+    noise = prediction_noise(np.sort(scores), batch_rows, cfg.noise_samples, settings.dataset.split.seed)
     return max(cfg.prediction_drift_threshold, cfg.noise_multiplier * noise), noise
