@@ -51,7 +51,7 @@ chromium:  ## Debian's Chromium, which Playwright drives headless (it cannot dow
 	  || { echo "install Debian's chromium (apt-get install chromium): the browser checks drive it" >&2; exit 2; }
 
 image-requirements: setup  ## images/*/requirements.txt from uv.lock (tests/stack checks they are current)
-	$(EXPORT) --extra orchestration -o images/mage/requirements.txt
+	$(EXPORT) --extra orchestration --extra spark -o images/mage/requirements.txt
 	$(EXPORT) --extra app -o images/streamlit/requirements.txt
 	$(BIN)/python -m mlops.core.serving.payload requirements > images/predictor/requirements.txt
 	$(BIN)/python -m mlops.core.serving.payload mlflow-server > images/mlflow/requirements.txt

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops.core import config, services
 from mlops.core.monitoring import alerting, store
-from mlops.core.platform.compose_stack import ComposeStack, MageRuns, trigger_webhook
+from mlops.core.platform.compose_stack import SPARK_MASTER, SPARK_SERVICES, ComposeStack, MageRuns, trigger_webhook
 from mlops.core.platform.container_engine import Engine
 from mlops.testing.drills import logged_rows
 from tests.conftest import bank_csv_path
@@ -41,13 +41,37 @@ DISTRIBUTIONS = (
     "import json, importlib.metadata as m; print(json.dumps([d.metadata['Name'].lower() for d in m.distributions()]))"
 )
 FORBIDDEN = {
-    "predictor": ("mage-ai", "mlflow", "streamlit", "evidently", "optuna", "nvidia-nccl-cu12"),
-    "streamlit": ("mage-ai",),
-    "mage": ("streamlit",),
-    "mlflow": ("mage-ai", "streamlit"),
+    "predictor": ("mage-ai", "mlflow", "streamlit", "evidently", "optuna", "nvidia-nccl-cu12", "pyspark"),
+    "streamlit": ("mage-ai", "pyspark"),
+    "mage": ("streamlit",),  # it carries pyspark: the Spark driver, and the spark profile's master and workers
+    "mlflow": ("mage-ai", "streamlit", "pyspark"),
 }
 PREDICTOR_MAX_MB = 700
 MONITORING_TABLES = ("predictions", "evaluations", "monitor_runs", "model_events", "alerts")
+# the train pipeline on the cluster, with few trees: what is checked is where it runs and what it registers
+SPARK_TRAINING = {
+    "MLOPS_COMPUTE__ENGINE": "spark",
+    "MLOPS_TRAINING__SPARK_PARAMS": json.dumps({"n_estimators": 40, "max_depth": 4, "learning_rate": 0.2}),
+}
+CONTAINER_WORK_DIR = "/home/src/.mlops"  # the mage image's work dir (the mlops_work volume, the workers' too)
+# In the Mage container: the two scored tables, rows aligned on the features, as the probabilities' largest gap.
+COMPARE_SCORES = """
+import json, sys
+import pandas as pd
+from mlops.core import config
+from mlops.core.lifecycle.batch_scoring import DECISION, PROBABILITY
+features = config.load().dataset.features
+def aligned(path):
+    frame = pd.read_parquet(path)
+    return frame.sort_values(features, kind="stable", na_position="last").reset_index(drop=True)
+spark, pandas_ = aligned(sys.argv[1]), aligned(sys.argv[2])
+same = len(spark) == len(pandas_)
+print(json.dumps({
+    "rows": [len(spark), len(pandas_)],
+    "max_abs_diff": float((spark[PROBABILITY] - pandas_[PROBABILITY]).abs().max()) if same else None,
+    "decisions_differ": int((spark[DECISION] != pandas_[DECISION]).sum()) if same else None,
+}))
+"""
 
 
 @dataclass
@@ -78,6 +102,11 @@ def mlflow_client(settings: config.Settings) -> MlflowClient:
 
 def alias_version(settings: config.Settings, alias: str) -> str:
     return str(mlflow_client(settings).get_model_version_by_alias(settings.training.model_name, alias).version)
+
+
+def latest_version(settings: config.Settings) -> int:
+    found = mlflow_client(settings).search_model_versions(f"name='{settings.training.model_name}'")
+    return max((int(v.version) for v in found), default=0)
 
 
 def served(settings: config.Settings) -> dict[str, Any]:
@@ -176,7 +205,9 @@ def test_images_carry_only_what_their_service_needs(stack: ComposeStack, engine:
         config_env = engine.docker("image", "inspect", "--format", "{{json .Config.Env}}", image).stdout
         assert not [s for s in secrets if s in layers or s in config_env], f"a secret is in {image}'s layers"
         if service == "mage":
-            assert "mage-ai" in installed, f"{image} lacks Mage"
+            assert {"mage-ai", "pyspark"} <= set(installed), f"{image} lacks Mage or pyspark"
+            java = engine.docker("run", "--rm", "--network", "none", "--entrypoint", "java", image, "-version")
+            assert 'version "17.' in java.stderr, f"{image} lacks Java 17 (Spark's JVM): {java.stderr}"
     for service in ("mage", "streamlit", "predictor"):  # the build contexts keep data, .venv, .mlops and .env out
         image = f"{stack.project}-{service}"
         found = engine.docker(
@@ -275,6 +306,52 @@ def test_grafanas_webhook_retrains_and_the_predictor_switches_without_a_failed_r
     MEASURED["loop_seconds"] = round(MEASURED["loop_seconds"] + time.monotonic() - started, 1)
     MEASURED["loop_ok"] = True
     MEASURED["memory_mb_after_loop"] = stack.memory_mb()
+
+
+# ---- the spark profile: a standalone cluster, Mage its driver ---------------------------------------------
+
+
+def test_scoring_and_training_run_on_the_spark_profiles_cluster(stack: ComposeStack, settings: config.Settings) -> None:
+    """The profile's master and two workers join the running stack; the prepared test split is scored on them with
+    the predictor's probabilities (the pandas engine's in the same container), and the train pipeline runs on them."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    stack.compose("build", *SPARK_SERVICES, timeout=1800)  # the mage image's cached layers
+    timings["build_seconds"] = round(time.monotonic() - started, 1)
+    timings["up_seconds"] = round(stack.up(SPARK_SERVICES, timeout=300), 1)
+    master = stack.spark_status()
+    assert [w["state"] for w in master["workers"]] == ["ALIVE", "ALIVE"], master["workers"]
+    assert master["cores"] == 2 and not master["completedapps"]
+
+    prepared = f"{CONTAINER_WORK_DIR}/datasets/{settings.dataset.name}/test.parquet"
+    out = f"{CONTAINER_WORK_DIR}/spark-check"
+    on_cluster = {"MLOPS_COMPUTE__ENGINE": "spark", "MLOPS_COMPUTE__SPARK_MASTER": SPARK_MASTER}
+    stack.exec("mage", "python", "-m", "mlops", "score", prepared, f"{out}/pandas.parquet", "--engine", "pandas")
+    scoring = time.monotonic()
+    stack.exec("mage", "python", "-m", "mlops", "score", prepared, f"{out}/spark", "--engine", "spark", env=on_cluster)
+    timings["score_seconds"] = round(time.monotonic() - scoring, 1)
+    compared = stack.exec_json("mage", COMPARE_SCORES, f"{out}/spark", f"{out}/pandas.parquet")
+    rows = compared["rows"][1]
+    assert rows > 1000 and compared["rows"][0] == rows, compared
+    assert compared["max_abs_diff"] <= 1e-9 and compared["decisions_differ"] == 0, compared
+    master = stack.spark_status()
+    assert len(master["completedapps"]) == 1, master["completedapps"]
+    for worker in SPARK_SERVICES[1:]:  # each worker ran an executor of the application
+        finished = stack.spark_status(f"http://{worker}:8081/json/")["finishedexecutors"]
+        assert finished, f"{worker} ran no executor"
+
+    registered = latest_version(settings)
+    training = time.monotonic()
+    trained = stack.exec("mage", "python", "-m", "mlops", "run", "train", env=SPARK_TRAINING, check=False)
+    timings["train_seconds"] = round(time.monotonic() - training, 1)
+    MEASURED["spark"] = {"rows_scored": rows, **timings}
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-4000:]
+    master = stack.spark_status()
+    assert len(master["completedapps"]) >= 2, "training did not run on the cluster"
+    assert latest_version(settings) > registered, "training on the cluster registered no model"
+    MEASURED["spark"]["memory_mb"] = {k: v for k, v in stack.memory_mb().items() if k.startswith("spark")}
+    stack.compose("rm", "--stop", "--force", *SPARK_SERVICES, timeout=300)
+    MEASURED["spark"]["seconds"] = round(time.monotonic() - started, 1)
 
 
 # ---- the UIs, in a browser -------------------------------------------------------------------------------

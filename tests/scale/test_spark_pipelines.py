@@ -27,7 +27,7 @@ def test_prepare_and_train_run_on_spark_through_mage(platform_env: dict[str, str
         "MLOPS_PATHS__WORK_DIR": str(tmp_path / "work"),
         "MAGE_DATA_DIR": str(tmp_path / "mage_data"),
         "MLOPS_TRAINING__MODEL_NAME": "bank-marketing-on-spark",
-        "MLOPS_TRAINING__FAMILIES": "[\"xgboost\"]",
+        "MLOPS_TRAINING__FAMILIES": '["xgboost"]',
         "MLOPS_TRAINING__CATEGORICAL_ENCODING": "native",
         "MLOPS_TRAINING__SPARK_PARAMS": json.dumps({"n_estimators": 40, "max_depth": 4, "learning_rate": 0.2}),
     }

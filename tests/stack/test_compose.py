@@ -23,6 +23,7 @@ import yaml
 from mlops.core import config, services
 from mlops.core.monitoring import store
 from mlops.core.platform import compose_env
+from mlops.core.platform.compose_stack import SPARK_MASTER, SPARK_SERVICES
 from mlops.core.serving import payload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +31,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DCLINT = ROOT / "tools" / "compose-lint" / "node_modules" / ".bin" / "dclint"
 HADOLINT = Path(sys.executable).with_name("hadolint")
-# images/<service>/requirements.txt: uv.lock exported with the extra the service needs
-IMAGE_EXTRAS = {"mage": "orchestration", "streamlit": "app"}
+# images/<service>/requirements.txt: uv.lock exported with the extras the service needs (the mage image is the
+# Spark driver and the spark profile's master and workers too)
+IMAGE_EXTRAS = {"mage": ("orchestration", "spark"), "streamlit": ("app",)}
 VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET")
 
@@ -102,7 +104,8 @@ def test_baked_requirements_match_uv_lock(image: str) -> None:
     """images/<service>/requirements.txt is uv.lock exported with the service's extra: `make image-requirements`
     regenerates it when the lock changes."""
     command = [*uv_command(), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--no-annotate"]
-    result = subprocess.run([*command, "--extra", IMAGE_EXTRAS[image]], capture_output=True, text=True, cwd=ROOT)
+    extras = [arg for extra in IMAGE_EXTRAS[image] for arg in ("--extra", extra)]
+    result = subprocess.run([*command, *extras], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     path = ROOT / "images" / image / "requirements.txt"
     assert pins(path.read_text()) == pins(result.stdout), f"{path} is out of date: run `make image-requirements`"
@@ -127,7 +130,7 @@ def test_mlflow_image_installs_the_locked_server_and_driver() -> None:
 
 def test_every_service_is_healthchecked_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "mage", "grafana", "predictor", "streamlit"}
+    assert set(services) == {"postgres", "mlflow", "mage", "grafana", "predictor", "streamlit", *SPARK_SERVICES}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for dependency, rule in service.get("depends_on", {}).items():
@@ -206,6 +209,37 @@ def test_services_run_what_exists(compose: dict[str, Any]) -> None:
     for volume in compose["services"]["grafana"]["volumes"]:
         if volume.startswith("./grafana"):
             assert (ROOT / volume.split(":")[0]).is_dir()
+
+
+def test_the_spark_profile_is_a_cluster_mage_can_drive(compose: dict[str, Any]) -> None:
+    """The spark profile's master and workers run the mage image (the driver's Python, packages and code), see the
+    tables where Mage does, are reachable by their service names and publish nothing."""
+    services_ = compose["services"]
+    mage = services_["mage"]
+    assert "profiles" not in mage
+    mage_env = service_env(mage)
+    assert mage_env["MLOPS_COMPUTE__SPARK_MASTER"] == SPARK_MASTER and mage_env["SPARK_LOCAL_HOSTNAME"] == "mage"
+    work_volume = next(v for v in mage["volumes"] if v.startswith("mlops_work:"))
+    master, *workers = SPARK_SERVICES
+    for name in SPARK_SERVICES:
+        service = services_[name]
+        assert service["profiles"] == ["spark"], name
+        assert service["build"] == mage["build"], f"{name} does not run the mage image"
+        assert work_volume in service["volumes"], f"{name} does not see Mage's work dir at its path"
+        assert "ports" not in service, f"{name} publishes a port (standalone Spark has no authentication)"
+        assert service_env(service)["SPARK_LOCAL_HOSTNAME"] == name
+        assert service["entrypoint"][0] == "spark-class"
+    assert services_[master]["entrypoint"][1] == "org.apache.spark.deploy.master.Master"
+    host, port = SPARK_MASTER.removeprefix("spark://").split(":")
+    assert services_[master]["command"][:4] == ["--host", host, "--port", port] and host == master
+    for name in workers:
+        assert services_[name]["entrypoint"][1] == "org.apache.spark.deploy.worker.Worker"
+        assert services_[name]["command"][-1] == SPARK_MASTER
+        assert services_[name]["depends_on"] == {master: {"condition": "service_healthy"}}
+    offline = yaml.safe_load((ROOT / "images" / "compose.offline-build.yml").read_text())["services"]
+    assert {name for name, service in services_.items() if "build" in service} == set(offline)
+    dockerfile = (ROOT / "images" / "mage" / "Dockerfile").read_text()
+    assert "openjdk-17-jre-headless" in dockerfile and "PYTHONPATH=/home/src" in dockerfile
 
 
 def test_predictor_service_reads_the_payload_deploy_writes(compose: dict[str, Any]) -> None:

@@ -35,6 +35,15 @@ PORTS = {
 }
 # Grafana's image cannot be built or pulled without a registry: the stack runs everything else.
 RUNNABLE_OFFLINE = ("postgres", "mlflow", "mage", "predictor", "streamlit")
+# The compose profiles every command sees (so that ps, logs and down include their containers when they run);
+# `up` starts only the services it names.
+PROFILES = ("spark",)
+# The spark profile: a standalone master and two workers (the mage image); Mage is the driver.
+SPARK_SERVICES = ("spark-master", "spark-worker-1", "spark-worker-2")
+SPARK_MASTER = "spark://spark-master:7077"
+_READ_JSON = (
+    "import json, sys, urllib.request; print(json.dumps(json.load(urllib.request.urlopen(sys.argv[1], timeout=10))))"
+)
 
 
 class StackError(RuntimeError):
@@ -49,6 +58,7 @@ class ComposeStack:
     project: str
     env_file: Path
     extra_files: list[Path] = field(default_factory=list)
+    profiles: tuple[str, ...] = PROFILES
 
     @classmethod
     def create(
@@ -76,6 +86,8 @@ class ComposeStack:
         for extra in self.extra_files:
             files += ["-f", str(extra)]
         command = [*self.engine.compose, "--project-name", self.project, "--env-file", str(self.env_file), *files]
+        for profile in self.profiles:
+            command += ["--profile", profile]
         result = subprocess.run(
             [*command, *args],
             env=self.engine.env,
@@ -93,6 +105,23 @@ class ComposeStack:
         started = time.monotonic()
         self.compose("up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), *services_, timeout=timeout + 60)
         return time.monotonic() - started
+
+    def exec(
+        self, service: str, *command: str, env: dict[str, str] | None = None, timeout: float = 900, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``docker compose exec`` (no TTY) of ``command`` in the running ``service``, with extra ``env``."""
+        options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+        return self.compose("exec", "-T", *options, service, *command, timeout=timeout, check=check)
+
+    def exec_json(self, service: str, code: str, *args: str, timeout: float = 120) -> Any:
+        """The JSON the Python ``code`` prints as its last line, run in ``service`` with ``args``."""
+        out = self.exec(service, "python", "-c", code, *args, timeout=timeout).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def spark_status(self, url: str = "http://spark-master:8080/json/") -> dict[str, Any]:
+        """A Spark daemon's web UI JSON (the master's by default; a worker's at ``http://spark-worker-N:8081/json/``),
+        read from the Mage container (the UIs are not published)."""
+        return dict(self.exec_json("mage", _READ_JSON, url))
 
     def down(self, volumes: bool = False) -> None:
         self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "30", timeout=300)
