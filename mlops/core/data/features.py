@@ -45,11 +45,15 @@ def preprocessor(dataset: Dataset, family: str, encoding: str = "onehot") -> Col
 
 
 def normalise(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
-    """The model's input frame: configured columns in order, numbers as float64, missing as NaN."""
+    """The model's input frame: configured columns in order, numbers as float64, missing as NaN; categories as
+    objects, or as they are where they already are pandas categoricals (the encoders read both alike)."""
     out = pd.DataFrame(index=frame.index)
     for col in dataset.numerical:
         out[col] = pd.to_numeric(frame[col]).astype("float64")
     for col in dataset.categorical:
+        if isinstance(frame[col].dtype, pd.CategoricalDtype):
+            out[col] = frame[col]  # missing is NaN already; a code per cell, not a Python object (large batches)
+            continue
         values = frame[col].astype(object)
         out[col] = values.where(values.notna(), np.nan)
     return out

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import requests
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from sklearn.model_selection import train_test_split
@@ -337,12 +339,31 @@ def load_split(settings: Settings, name: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def load_batch(settings: Settings, name: str) -> pd.DataFrame:
-    """A prepared batch by its name: one of the files prepare wrote, never a path (``../train`` is no batch)."""
+def load_batch(settings: Settings, name: str, compact: bool = False) -> pd.DataFrame:
+    """A prepared batch by its name: one of the files prepare wrote, never a path (``../train`` is no batch).
+    ``compact``: its category columns and target as pandas categoricals (see :func:`read_part`)."""
     known = stored_batches(settings)
     if name not in known:
         raise FileNotFoundError(f"no batch {name!r} in {batches_dir(settings)} (known: {known or 'none'})")
-    return pd.read_parquet(batch_path(settings, name))
+    dataset = settings.dataset
+    return read_part(batch_path(settings, name), [*dataset.categorical, dataset.target] if compact else [])
+
+
+def read_part(path: Path, categories: list[str] | None = None) -> pd.DataFrame:
+    """A prepared part (a Parquet file or folder). The text columns among ``categories`` come back as pandas
+    categoricals, decoded straight from Parquet's dictionaries: a small code per cell instead of a Python string
+    (on a 4.5 M-row batch, most of a gigabyte less), and the reader's freed buffers go back to the system."""
+    if not categories:
+        return pd.read_parquet(path)
+    schema = pq.ParquetDataset(path).schema
+    text = [
+        f.name
+        for f in schema
+        if f.name in categories and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+    ]
+    frame = pq.read_table(path, read_dictionary=text).to_pandas()
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps what it freed for reuse otherwise
+    return frame
 
 
 def batch_names(settings: Settings) -> list[str]:

@@ -134,6 +134,9 @@ def drift_report(
 ) -> tuple[Any, list[ColumnDrift], ColumnDrift]:
     """Run the Evidently report; return (snapshot, feature drift, prediction drift)."""
     dataset = settings.dataset
+    # one dtype on both sides (a batch read compactly holds categoricals; the reference, objects)
+    compact = [c for c in dataset.categorical if isinstance(current[c].dtype, pd.CategoricalDtype)]
+    current = current.astype({c: object for c in compact})
     # Evidently refuses a column with no value at all; such a column is judged here: drifted when the
     # reference had values (everything went missing), not when it was empty there too.
     empty = [c for c in dataset.features if current[c].isna().all() or reference[c].isna().all()]

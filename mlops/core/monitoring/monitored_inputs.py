@@ -41,7 +41,7 @@ def check_frame(frame: pd.DataFrame, settings: Settings, source: str) -> pd.Data
 def read_batch(settings: Settings, name: str) -> pd.DataFrame:
     """A prepared monitoring batch; an unreadable file is an input error, not a crash."""
     try:
-        return preparation.load_batch(settings, name)
+        return preparation.load_batch(settings, name, compact=True)  # a large batch's text, compactly
     except FileNotFoundError as exc:
         raise MonitorInputError(str(exc)) from exc
     except Exception as exc:  # pyarrow raises several types for a corrupt file
