@@ -3,7 +3,7 @@
 import pandas as pd
 
 from mlops.core import config, reporting
-from mlops.core.data import preparation
+from mlops.core.data import prepare_pipeline
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -12,7 +12,7 @@ if "data_exporter" not in globals():
 @data_exporter
 def persist_prepared_data(raw: pd.DataFrame, leakage_report: pd.DataFrame, *args, **kwargs) -> dict:
     settings = config.load()
-    folder, report = preparation.split_and_persist(raw, settings)
+    folder, report = prepare_pipeline.split_and_persist(raw, settings)
     reporting.write_json(folder / "data_report.json", report)
     reporting.write_json(folder / "leakage_report.json", leakage_report.to_dict("records"))
     reporting.show(reporting.data_table(report))

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from mlops.core import config
-from mlops.core.data import preparation
+from mlops.core.data import prepare_pipeline
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader
@@ -11,4 +11,4 @@ if "data_loader" not in globals():
 
 @data_loader
 def load_raw_dataset(*args, **kwargs) -> pd.DataFrame:
-    return preparation.load_for_checks(config.load())
+    return prepare_pipeline.load_for_checks(config.load())

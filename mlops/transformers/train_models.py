@@ -6,7 +6,7 @@ A transformer, not a `custom` block: Mage's in-process execute_sync skips a cust
 import pandas as pd
 
 from mlops.core import config
-from mlops.core.training import tuning
+from mlops.core.training import train_pipeline
 
 if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -15,5 +15,5 @@ if "transformer" not in globals():
 @transformer
 def train_models(*args, **kwargs) -> pd.DataFrame:
     settings = config.load()
-    result = tuning.train_prepared(settings)
+    result = train_pipeline.train_prepared(settings)
     return result.leaderboard.assign(registered_version=result.registered.version)

@@ -59,7 +59,7 @@ COMPARE_SCORES = """
 import json, sys
 import pandas as pd
 from mlops.core import config
-from mlops.core.lifecycle.batch_scoring import DECISION, PROBABILITY
+from mlops.core.lifecycle.champion_scoring import DECISION, PROBABILITY
 features = config.load().dataset.features
 def aligned(path):
     frame = pd.read_parquet(path)

@@ -18,7 +18,7 @@ import pytest
 from mlops.core import config
 from mlops.core.data import features, preparation
 from mlops.core.data.validation import DataValidationError
-from mlops.core.lifecycle import batch_scoring
+from mlops.core.lifecycle import batch_scoring, champion_scoring
 from mlops.core.serving import scoring
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.spark]
@@ -45,7 +45,7 @@ def test_both_engines_score_every_row_as_the_predictor_does(
     champion: str, settings: config.Settings, bank_table: tuple[pd.DataFrame, Path], tmp_path: Path
 ) -> None:
     raw, folder = bank_table
-    model = batch_scoring.champion(settings)  # the champion now (tests before this one may have promoted another)
+    model = champion_scoring.champion(settings)  # the champion now (tests before this one may have promoted another)
     expected = model.pipeline.predict_proba(features.normalise(raw, settings.dataset))[:, 1]
     results = {}
     for engine in ("pandas", "spark"):
@@ -53,25 +53,27 @@ def test_both_engines_score_every_row_as_the_predictor_does(
         result = batch_scoring.score_table(on(settings, engine), folder, out)
         assert (result.rows, result.engine, result.model_version) == (len(raw), engine, model.version)
         scored = pd.read_parquet(out)
-        assert len(scored) == len(raw) and {batch_scoring.PROBABILITY, batch_scoring.DECISION} <= set(scored.columns)
-        assert result.positives == int(scored[batch_scoring.DECISION].sum())
+        assert len(scored) == len(raw) and {champion_scoring.PROBABILITY, champion_scoring.DECISION} <= set(
+            scored.columns
+        )
+        assert result.positives == int(scored[champion_scoring.DECISION].sum())
         results[engine] = scored
     # Spark writes its partitions in any order: rows are matched on every input column
     key = list(raw.columns)
     spark = results["spark"].astype({c: str for c in key}).sort_values(key, kind="stable")
     pandas_scored = results["pandas"].astype({c: str for c in key}).sort_values(key, kind="stable")
-    pandas_proba = results["pandas"][batch_scoring.PROBABILITY].to_numpy()
+    pandas_proba = results["pandas"][champion_scoring.PROBABILITY].to_numpy()
     assert np.max(np.abs(pandas_proba - expected)) <= PARITY
     spark_diff = np.abs(
-        spark[batch_scoring.PROBABILITY].to_numpy() - pandas_scored[batch_scoring.PROBABILITY].to_numpy()
+        spark[champion_scoring.PROBABILITY].to_numpy() - pandas_scored[champion_scoring.PROBABILITY].to_numpy()
     )
     assert spark_diff.max() <= PARITY
-    assert (spark[batch_scoring.DECISION].to_numpy() == pandas_scored[batch_scoring.DECISION].to_numpy()).all()
+    assert (spark[champion_scoring.DECISION].to_numpy() == pandas_scored[champion_scoring.DECISION].to_numpy()).all()
     # the predictor's own path: JSON-like records through the same scorer
     records = scoring.frame_records(raw.head(2_000), settings.dataset.features)
     served = model.scorer(settings.dataset).predict(records)
     assert np.max(np.abs(served - pandas_proba[:2_000])) <= PARITY
-    assert (results["pandas"][batch_scoring.DECISION] == (pandas_proba >= model.threshold)).all()
+    assert (results["pandas"][champion_scoring.DECISION] == (pandas_proba >= model.threshold)).all()
 
 
 @pytest.mark.parametrize("engine", ["pandas", "spark"])

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mlops.core import config
-from mlops.core.data import preparation, spark_preparation
+from mlops.core.data import preparation, prepare_pipeline, spark_preparation
 from mlops.core.data.validation import DataValidationError, validate_raw
 from mlops.testing import loop, tables
 
@@ -77,7 +77,7 @@ def test_the_leakage_sample_is_reference_rows_and_a_broken_table_is_refused_as_p
 ) -> None:
     table = tables.by_name("fair")
     settings = spark_settings(table, tmp_path)
-    sample = preparation.load_for_checks(settings)  # under the sample size: every reference row
+    sample = prepare_pipeline.load_for_checks(settings)  # under the sample size: every reference row
     report = spark_preparation.persist(settings)
     assert len(sample) == sum(report["parts"][name]["rows"] for name in preparation.SPLITS)
     assert set(sample.columns) == set(table.build().columns)

@@ -102,16 +102,6 @@ def load_raw(settings: Settings, allow_download: bool = True) -> pd.DataFrame:
     return read_validated(resolve_source(settings, allow_download), settings.dataset)
 
 
-def load_for_checks(settings: Settings) -> pd.DataFrame:
-    """The prepare pipeline's raw rows: the validated file, or with ``compute.engine: spark`` (validated on Spark) a
-    seeded sample of its reference of at most ``monitoring.drift_sample_rows`` rows, for the leakage check."""
-    if settings.compute.engine == "spark":
-        from mlops.core.data import spark_preparation  # pyspark is the spark extra's
-
-        return spark_preparation.leakage_sample(settings)
-    return load_raw(settings)
-
-
 def labels(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
     """The target as 0/1 (1 for the positive label)."""
     target = frame[settings.dataset.target].astype(str)
@@ -306,17 +296,6 @@ def persist(parts: SplitResult, settings: Settings) -> Path:
     # The batches in order (retrain adds files of its own beside them, e.g. <batch>.holdout.parquet)
     (out / BATCH_LIST).write_text(json.dumps(list(parts.batches)))
     return out
-
-
-def split_and_persist(raw: pd.DataFrame, settings: Settings) -> tuple[Path, dict[str, Any]]:
-    """The prepare pipeline's last step: split, write every part, and report on them. With ``compute.engine:
-    spark`` the whole raw table is split and written by Spark (``raw`` is then only the checks' sample)."""
-    if settings.compute.engine == "spark":
-        from mlops.core.data import spark_preparation
-
-        return settings.prepared_dir, spark_preparation.persist(settings)
-    parts = split(raw, settings)
-    return persist(parts, settings), data_report(parts, settings)
 
 
 def remove_part(path: Path) -> None:

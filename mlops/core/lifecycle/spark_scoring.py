@@ -1,7 +1,7 @@
 """Batch scoring on Spark (``compute.engine: spark``): the table is read, checked and scored by Spark's executors.
 
 The champion travels to the executors as the fitted pipeline (it pickles), and each Arrow batch of ``mapInPandas``
-goes through ``batch_scoring.scored_batches``, the function the pandas engine uses: the predictor's scorer on the
+goes through ``champion_scoring.scored_batches``, the function the pandas engine uses: the predictor's scorer on the
 model's schema probe, so Spark's probabilities are the predictor's. The schema check is one aggregation over the
 whole table (bad numbers and missing values counted per column), before anything is written.
 
@@ -18,8 +18,8 @@ from pyspark.sql import types as T
 
 from mlops.core.config import Dataset, Settings
 from mlops.core.data import spark_tables
-from mlops.core.lifecycle import batch_scoring
-from mlops.core.lifecycle.batch_scoring import DECISION, PROBABILITY, Champion
+from mlops.core.lifecycle import champion_scoring
+from mlops.core.lifecycle.champion_scoring import DECISION, PROBABILITY, Champion
 
 
 def score(frame: SparkFrame, model: Champion, dataset: Dataset, chunk_rows: int) -> SparkFrame:
@@ -30,7 +30,7 @@ def score(frame: SparkFrame, model: Champion, dataset: Dataset, chunk_rows: int)
         T.StructField(DECISION, T.BooleanType()),
     ]
     return frame.mapInPandas(
-        lambda frames: batch_scoring.scored_batches(frames, model, dataset, chunk_rows), T.StructType(fields)
+        lambda frames: champion_scoring.scored_batches(frames, model, dataset, chunk_rows), T.StructType(fields)
     )
 
 

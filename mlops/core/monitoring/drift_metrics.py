@@ -28,19 +28,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from evidently import DataDefinition, Dataset, Report
 from evidently.metrics import DatasetMissingValueCount, ValueDrift
 from evidently.presets import DataDriftPreset
 from rich.table import Table
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mlops.core.config import Dataset as DatasetConfig
 from mlops.core.config import Settings
 from mlops.core.data import preparation
 from mlops.core.monitoring import drift_reference, store
+from mlops.core.monitoring.batch_measures import BatchMeasures, missing_share, quality
 from mlops.core.monitoring.drift_reference import PREDICTION
 from mlops.core.monitoring.monitored_inputs import (
     MonitorInputError,
@@ -104,16 +102,6 @@ class MonitorResult:
             if out[key] is not None:
                 out[key] = out[key].isoformat()
         return {key: value for key, value in out.items() if value is not None}
-
-
-@dataclass
-class BatchMeasures:
-    """What the monitor measures of a batch over every row, and the sample Evidently compares (either engine)."""
-
-    rows: int
-    missing_share: float
-    scores: dict[str, float | None]  # roc_auc, pr_auc, f1 (None where the batch has no labels)
-    sample: pd.DataFrame  # model inputs and the champion's probability, at most drift_sample_rows rows
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -183,22 +171,6 @@ def drift_report(
                 columns.append(drift)
     assert prediction is not None, "Evidently returned no prediction drift"
     return snapshot, columns, prediction
-
-
-def missing_share(frame: pd.DataFrame, dataset: DatasetConfig) -> float:
-    """The share of missing feature cells, counted over every row."""
-    cells = len(frame) * len(dataset.features)
-    return float(frame[dataset.features].isna().to_numpy().sum()) / cells if cells else 0.0
-
-
-def quality(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float | None]:
-    """ROC-AUC, PR-AUC and F1 at the model's threshold; AUCs are undefined with one class only."""
-    both = len(np.unique(y)) == 2
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)) if both else None,
-        "pr_auc": float(average_precision_score(y, proba)) if both else None,
-        "f1": float(f1_score(y, (proba >= threshold).astype(int), zero_division=0)),
-    }
 
 
 def _slug(text: str) -> str:

@@ -24,7 +24,7 @@ from mlops.core.config import Settings
 from mlops.core.data import features, preparation, spark_tables
 from mlops.core.data.validation import DataValidationError
 from mlops.core.monitoring import drift_reference
-from mlops.core.monitoring.drift_metrics import BatchMeasures, quality
+from mlops.core.monitoring.batch_measures import BatchMeasures, quality
 from mlops.core.monitoring.drift_reference import PREDICTION
 from mlops.core.monitoring.monitored_inputs import MonitorInputError
 

@@ -96,7 +96,7 @@ def cmd_monitor(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_score(args: argparse.Namespace, settings: config.Settings) -> int:
-    from mlops.core.lifecycle import batch_scoring
+    from mlops.core.lifecycle import batch_scoring, champion_scoring
 
     if args.engine:
         settings = settings.model_copy(update={"compute": settings.compute.model_copy(update={"engine": args.engine})})
@@ -104,7 +104,7 @@ def cmd_score(args: argparse.Namespace, settings: config.Settings) -> int:
     console.print(f"scoring {args.input} with the champion on {settings.compute.engine} ({where})")
     try:
         result = batch_scoring.score_table(settings, Path(args.input), Path(args.output))
-    except batch_scoring.NoChampion as exc:
+    except champion_scoring.NoChampion as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
     console.print(

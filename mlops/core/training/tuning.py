@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from mlops.core import families, reporting
 from mlops.core.config import Settings
-from mlops.core.data import features, preparation, schema
+from mlops.core.data import features, schema
 from mlops.core.data.preparation import labels
 from mlops.core.training import evaluation, registry
 
@@ -240,15 +240,6 @@ def train(settings: Settings, frames: dict[str, pd.DataFrame], console: Console 
             progress.update(task, description="trained model families")
         registered, board = register_best(client, candidates, settings, parent.info.run_id, started)
     return TrainingResult(parent.info.run_id, candidates, registered, cfg.selection_metric, board)
-
-
-def train_prepared(settings: Settings, console: Console | None = None) -> TrainingResult:
-    """The train pipeline: the prepared splits trained on ``compute.engine`` (pandas here, or Spark)."""
-    if settings.compute.engine == "spark":
-        from mlops.core.training import spark_training  # pyspark is the spark extra's
-
-        return spark_training.train(settings, console)
-    return train(settings, preparation.load_splits(settings), console)
 
 
 def register_best(
