@@ -120,3 +120,9 @@ def test_the_score_command_writes_the_table_and_exits_2_on_bad_input(
         timeout=300,
     )
     assert bad.returncode == 2 and "no such file or folder" in bad.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    refused = subprocess.run(
+        [*command[:4], str(empty), str(out)], env=platform_env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 2 and "the file is empty" in refused.stderr, refused.stderr[-2000:]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops.core.config import Dataset, Settings
-from mlops.core.data.validation import DataValidationError, Problem, feature_problems, table_files
+from mlops.core.data.validation import DataValidationError, Problem, feature_problems, read_text_frame, table_files
 from mlops.core.lifecycle.champion_scoring import DECISION, PROBABILITY, champion
 from mlops.core.serving import frame_scoring
 from mlops.core.serving.scoring import decisions
@@ -42,11 +42,9 @@ def read_table(source: Path, dataset: Dataset) -> pd.DataFrame:
     files = table_files(source)
     if files[0].suffix == ".parquet":
         return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
-    # CSV as text, as the data step reads it: numbers are parsed (and refused) by the feature check
-    frames = [
-        pd.read_csv(p, sep=dataset.source.separator, dtype=str, keep_default_na=False, na_values=[""]) for p in files
-    ]
-    return pd.concat(frames, ignore_index=True)
+    # CSV as text, as the data step reads it (an empty or binary file is refused there, by name); numbers are
+    # parsed (and refused) by the feature check
+    return pd.concat([read_text_frame(p, dataset.source.separator) for p in files], ignore_index=True)
 
 
 def check(frame: pd.DataFrame, dataset: Dataset, source: str) -> pd.DataFrame:
