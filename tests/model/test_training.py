@@ -48,6 +48,12 @@ def test_every_family_is_a_child_run_with_metrics_and_plots(
     assert ranks[-3:] == ["1", "2", "3"]
 
 
+def test_the_experiment_opens_on_its_training_runs(client: MlflowClient, settings: config.Settings) -> None:
+    """MLflow 3's UI shows an untagged experiment's GenAI overview (traces, tokens, "No data") first."""
+    experiment = client.get_experiment_by_name(settings.stores.experiment)
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
 def test_the_artifact_is_one_pipeline_with_a_signature(challenger, settings: config.Settings) -> None:  # type: ignore[no-untyped-def]
     import mlflow
 

@@ -28,6 +28,9 @@ from mlops.core import families
 from mlops.core.config import Settings
 
 CHAMPION = "champion"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this tag names its kind; the
+# value is one its UI code defines, so the experiment opens on the training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
@@ -48,11 +51,14 @@ def configure(settings: Settings) -> MlflowClient:
         # A local store keeps artifacts where the configuration says; a server decides for itself.
         location = settings.artifact_location if is_local_store(uri) else None
         try:
-            client.create_experiment(name, artifact_location=location)
+            client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:
             if client.get_experiment_by_name(name) is None:  # not a lost race with another process
                 raise
-    mlflow.set_experiment(name)
+    experiment = mlflow.set_experiment(name)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:  # an experiment made before the tag existed
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return client
 
 
