@@ -24,9 +24,11 @@ with predictor_column:
             st.metric(
                 "Serving", f"{served.name} v{served.version}", served.family, delta_color="off", delta_arrow="off"
             )
-            st.caption(f"Threshold {served.threshold:.3f}, trained {served.trained_at}. {settings.serving.url}")
+            st.caption(
+                f"Threshold {served.threshold:.3f}, trained {served.trained_at}. {settings.predictor_public_url}"
+            )
         else:
-            st.warning(f"Up at {settings.serving.url} but not ready: {reason}")
+            st.warning(f"Up at {settings.predictor_public_url} but not ready: {reason}")
 
 with mlflow_column:
     st.subheader("MLflow registry")
@@ -34,7 +36,7 @@ with mlflow_column:
         versions = insights.registered_versions(settings)
         aliased = [v.label for v in versions if v.aliases]
         st.metric("Registered versions", len(versions))
-        st.caption(f"{', '.join(aliased) or 'no aliases yet'}. {settings.tracking_uri}")
+        st.caption(f"{', '.join(aliased) or 'no aliases yet'}. {settings.tracking_ui_url or settings.tracking_uri}")
 
 with database_column:
     st.subheader("Monitoring database")

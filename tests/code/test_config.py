@@ -108,3 +108,30 @@ def test_an_override_with_a_colon_is_text_and_a_flow_mapping_is_a_mapping() -> N
     settings = config.load(environ=env)
     assert settings.presentation.title == "Churn: who to keep"
     assert settings.dataset.leakage.max_single_feature_auc == 0.9
+
+
+def test_links_shown_to_a_user_use_the_public_urls_not_service_names() -> None:
+    """Inside compose the services reach each other by name (http://mlflow:5000); a browser cannot open that."""
+    local = config.load(environ={})
+    assert local.tracking_ui_url is None  # a local store: no UI runs
+    assert local.predictor_public_url == local.serving.url
+    inside = config.load(
+        environ={"MLOPS_STORES__TRACKING_URI": "http://mlflow:5000", "MLOPS_SERVING__URL": "http://predictor:8080"}
+    )
+    assert inside.tracking_ui_url == "http://mlflow:5000"  # no public URL configured: the only one known
+    public = config.load(
+        environ={
+            "MLOPS_STORES__TRACKING_URI": "http://mlflow:5000",
+            "MLOPS_STORES__UI_URL": "http://127.0.0.1:5000/",
+            "MLOPS_SERVING__PUBLIC_URL": "http://127.0.0.1:8080",
+        }
+    )
+    assert (public.tracking_ui_url, public.predictor_public_url) == ("http://127.0.0.1:5000", "http://127.0.0.1:8080")
+
+
+def test_compose_gives_every_service_the_published_urls_for_links() -> None:
+    import yaml
+
+    environment = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())["x-platform-env"]
+    assert environment["MLOPS_STORES__UI_URL"] == "${MLFLOW_PUBLIC_URL:-http://127.0.0.1:5000}"
+    assert environment["MLOPS_SERVING__PUBLIC_URL"] == "${PREDICTOR_PUBLIC_URL:-http://127.0.0.1:8080}"

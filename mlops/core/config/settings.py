@@ -29,6 +29,9 @@ class Stores(Strict):
     artifact_location: str | None = None  # a folder or URL (default <work_dir>/mlartifacts)
     experiment: str = "default"
     monitoring_db: str | None = None  # SQLAlchemy URL (default sqlite:///<work_dir>/monitoring.db)
+    # MLflow's UI as the user's browser opens it, for links the UIs print (compose: http://127.0.0.1:5000, not
+    # the service name the containers use); default: the tracking URI when it is an http(s) server
+    ui_url: str | None = None
 
 
 class Search(Strict):
@@ -91,6 +94,7 @@ class Serving(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     url: str = "http://127.0.0.1:8080"  # where pipelines and the app reach the predictor
+    public_url: str | None = None  # the predictor as the user's browser opens it (default: url)
     workers: int = Field(2, ge=1)
     # gthread: each worker reads requests on a pool of threads, so a client that sends its body slowly holds
     # one thread, not the worker (docs/reliability.md, "Slow clients"); sync: one request per worker at a time
@@ -105,6 +109,12 @@ class Serving(Strict):
     log_batch_size: int = Field(500, ge=1)  # prediction-log rows written per database round trip
     log_flush_seconds: float = Field(1.0, gt=0)
     spool_dir: Path | None = None  # where the prediction log waits while the database is down (<work_dir>/spool)
+    # nginx: the predictor listens behind a buffering nginx that reads every request, with timeouts, before
+    # gunicorn sees it, so slow clients hold none of its threads (docs/reliability.md, "Slow clients");
+    # none: gunicorn listens itself (behind a buffering proxy of your own)
+    proxy: Literal["nginx", "none"] = "nginx"
+    proxy_client_timeout_seconds: int = Field(10, ge=1)  # a request's header, or a stall in its body or answer
+    proxy_worker_connections: int = Field(4096, ge=64)  # open client connections nginx holds at once
 
 
 class Deploy(Strict):
@@ -222,6 +232,16 @@ class Settings(Strict):
     def tracking_uri(self) -> str:
         url = self.stores.tracking_uri
         return resolve_store_url(url, self.root) if url else sqlite_url(self.work_dir / "mlflow.db")
+
+    @property
+    def tracking_ui_url(self) -> str | None:
+        """MLflow's UI as a user's browser opens it; None for a local store (no UI runs)."""
+        url = self.stores.ui_url or self.tracking_uri
+        return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+
+    @property
+    def predictor_public_url(self) -> str:
+        return self.serving.public_url or self.serving.url
 
     @property
     def monitoring_db(self) -> str:

@@ -72,8 +72,18 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow prints a run's link with the tracking URI's host, which inside compose is a service name the
+    # user's browser cannot open: the train block prints the configured public one instead (run_url).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.utils.environment", "mlflow.utils.uv_utils"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_url(settings: Settings, client: MlflowClient, run_id: str) -> str | None:
+    """A run's page in MLflow's UI at the URL a user's browser opens (``stores.ui_url``); None without a UI."""
+    if (base := settings.tracking_ui_url) is None:
+        return None
+    return f"{base}/#/experiments/{client.get_run(run_id).info.experiment_id}/runs/{run_id}"
 
 
 def model_requirements() -> list[str]:
