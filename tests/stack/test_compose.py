@@ -304,7 +304,12 @@ def test_platform_services_get_a_valid_configuration(compose: dict[str, Any], en
         settings = config.load(environ={**env, "MLOPS_ROOT": str(ROOT)})
         assert settings.tracking_uri == "http://mlflow:5000"
         assert settings.monitoring_db.startswith("postgresql+psycopg2://mlops:placeholder@postgres:5432/monitoring")
-        assert settings.secrets.reload_token == "placeholder" and settings.secrets.retrain_token == "placeholder"
+        expected = {  # each service has the tokens it uses, no other (SECRETS_PER_SERVICE)
+            "mage": ("placeholder", "placeholder"),
+            "predictor": ("placeholder", None),
+            "streamlit": (None, None),
+        }[name]
+        assert (settings.secrets.reload_token, settings.secrets.retrain_token) == expected
         assert settings.serving.url == "http://predictor:8080"
     assert config.load(environ={"MLOPS_ROOT": str(ROOT)}).serving.port == 8080  # the port the compose predictor uses
 
@@ -359,3 +364,30 @@ def test_postgres_init_script_creates_the_stores_and_a_read_only_role(postgres_s
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP ROLE IF EXISTS "{names["GRAFANA_DB_USER"]}"'))
         admin.dispose()
+
+
+# Which secrets each service is given, and why (docs/reliability.md, "Secrets per service"): any other is refused.
+SECRETS_PER_SERVICE = {
+    "grafana": {"GRAFANA_ADMIN_PASSWORD", "GRAFANA_DB_PASSWORD", "MLOPS_SECRETS__RETRAIN_TOKEN"},
+    "mage": {
+        "POSTGRES_PASSWORD",  # its own database and the monitoring database
+        "MAGE_OWNER_PASSWORD",
+        "MLOPS_SECRETS__RELOAD_TOKEN",  # deploy reloads the predictor
+        "MLOPS_SECRETS__RETRAIN_TOKEN",  # the bootstrap pins the retrain trigger's token
+    },
+    "mlflow": {"POSTGRES_PASSWORD"},
+    "postgres": {"POSTGRES_PASSWORD", "GRAFANA_DB_PASSWORD"},  # creates the reader role Grafana uses
+    "predictor": {"POSTGRES_PASSWORD", "MLOPS_SECRETS__RELOAD_TOKEN"},  # the prediction log; checks /reload
+    "streamlit": {"POSTGRES_PASSWORD"},  # reads the monitoring database
+}
+
+
+def test_each_service_is_given_only_the_secrets_it_uses(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        given = {
+            m.group(1)
+            for value in service_env(service).values()
+            for m in VARIABLE.finditer(value)
+            if SECRET_NAME.search(m.group(1))
+        }
+        assert given == SECRETS_PER_SERVICE.get(name, set()), f"{name} is given {sorted(given)}"
