@@ -10,7 +10,8 @@ threshold). ``compute.engine`` chooses where the work runs and nothing else:
 
 Either way the scorer is the predictor's (``scoring.scorer_for`` on the model's schema probe), so a row scores
 offline exactly as it does over HTTP. A table that breaks the dataset's schema (a missing feature column, text in a
-number, a missing number where none may be) is refused before anything is written, naming column and rows.
+number, a missing number where none may be) is refused before anything is written, naming column and rows; so
+is a file that is no readable CSV or Parquet (empty, binary, truncated), naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlops.core.config import Dataset, Settings
 from mlops.core.data.validation import DataValidationError, Problem, feature_problems, read_text_frame, table_files
@@ -38,10 +41,33 @@ class ScoredTable:
     seconds: float
 
 
+def check_parquet(files: list[Path]) -> None:
+    """Each Parquet file's footer (its schema and row groups) reads, or :class:`DataValidationError` names the
+    file and the reason: a broken file is bad input (exit 2), not a pyarrow traceback."""
+    for path in files:
+        if path.suffix == ".parquet":
+            try:
+                pq.ParquetFile(path).close()
+            except (pa.ArrowException, OSError) as exc:
+                raise _unreadable(path, exc) from exc
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as exc:  # a footer that reads over pages that do not
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> DataValidationError:
+    return DataValidationError(str(path), [Problem("(file)", f"not a readable Parquet file: {exc}")])
+
+
 def read_table(source: Path, dataset: Dataset) -> pd.DataFrame:
     files = table_files(source)
     if files[0].suffix == ".parquet":
-        return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        check_parquet(files)
+        return pd.concat([_read_parquet(p) for p in files], ignore_index=True)
     # CSV as text, as the data step reads it (an empty or binary file is refused there, by name); numbers are
     # parsed (and refused) by the feature check
     return pd.concat([read_text_frame(p, dataset.source.separator) for p in files], ignore_index=True)
@@ -61,6 +87,7 @@ def check(frame: pd.DataFrame, dataset: Dataset, source: str) -> pd.DataFrame:
 
 def score_table(settings: Settings, source: Path, output: Path) -> ScoredTable:
     started = time.perf_counter()
+    check_parquet(table_files(source))  # either engine: a broken file is named before any work starts
     model = champion(settings)
     if settings.compute.engine == "spark":
         from mlops.core.lifecycle import spark_scoring  # pyspark is the spark extra's
