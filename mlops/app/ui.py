@@ -19,6 +19,23 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 UNAVAILABLE = (PredictorUnavailable, insights.ServiceUnavailable)
 
+# Streamlit's server.maxUploadSize for this app (mlops/app/.streamlit/config.toml, which a test keeps equal)
+MAX_UPLOAD_MB = 25
+
+
+def upload_problem(data: bytes, settings: config.Settings) -> str | None:
+    """Why an uploaded CSV is not scored here, judged before it is parsed (parsing costs many times its size),
+    or None. Lines are counted as rows: a quoted cell with a line break counts twice, so this errs on the safe
+    side."""
+    elsewhere = "split it, or score it offline with `python -m mlops score FILE OUT` (any size)"
+    if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
+        return f"The file is {len(data) / 1024**2:.0f} MB; this page scores at most {MAX_UPLOAD_MB} MB: {elsewhere}."
+    rows = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1  # lines less the header
+    limit = settings.serving.max_batch_rows
+    if rows > limit:
+        return f"The file has about {rows:,} rows; the predictor scores at most {limit:,} at once: {elsewhere}."
+    return None
+
 
 def setup(title: str | None = None) -> config.Settings:
     """Page config, title (default: the configuration's ``presentation.title``, else the dataset's name),

@@ -37,6 +37,9 @@ elif example:
     data = labeled.frame[settings.dataset.features].head(EXAMPLE_ROWS).to_csv(index=False).encode()
 else:
     st.stop()
+if (problem := ui.upload_problem(data, settings)) is not None:
+    st.error(problem)
+    st.stop()
 
 key = (name, len(data), served.version)
 if st.session_state.get("batch_key") != key:
