@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,20 @@ import sqlalchemy as sa
 from mlops.core.monitoring import store
 
 VENV_BIN = Path(sys.executable).parent
+
+
+# A variable that holds a secret: by its name, or a URL with a password in its value (a database URL).
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET")
+PASSWORD_IN_URL = re.compile(r"^[\w+.-]+://[^/@\s]*:[^/@\s]+@")
+
+
+def is_secret(name: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(name) or PASSWORD_IN_URL.match(value))
+
+
+def public_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """``environ`` without any variable that holds a secret."""
+    return {name: value for name, value in environ.items() if not is_secret(name, value)}
 
 
 class ServiceError(RuntimeError):
@@ -49,6 +64,9 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # False: of this process's environment the child inherits only what holds no secret; its secrets are then
+    # exactly those in ``env`` (the native stack gives each service the ones it uses)
+    inherit_secrets: bool = True
 
     def start(self) -> ManagedProcess:
         """Start it with its output appended to ``log_path``. Logs and what the process writes are private to
@@ -56,7 +74,8 @@ class ManagedProcess:
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(descriptor, 0o600)  # a log left by an earlier version may be wider
-        env = {**os.environ, **self.env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        inherited = dict(os.environ) if self.inherit_secrets else public_environment(os.environ)
+        env = {**inherited, **self.env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         try:
             self.process = subprocess.Popen(
                 self.command,
@@ -210,6 +229,20 @@ def embedded_postgres(data_dir: Path) -> str:
 
     server = pgserver.get_server(data_dir, cleanup_mode=None)
     return store.normalise_url(server.get_uri())
+
+
+def private_sqlite(url: str) -> None:
+    """A SQLite store only its owner can read (request data, webhook bodies): created empty with mode 0600 if
+    missing, narrowed to 0600 if wider. SQLite gives its journal files the database file's mode."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def write_private(path: Path, text: str) -> None:

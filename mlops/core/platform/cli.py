@@ -38,18 +38,34 @@ def cmd_data(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def refused_beside_the_stack(settings: config.Settings) -> bool:
+    """True (and says why) when the native stack runs on another registry than this command would change."""
+    from mlops.core.platform import stack
+
+    why = stack.foreign_to_running_stack(settings)
+    if why is not None:
+        err.print(f"[red]refusing:[/red] {why}", highlight=False)
+    return why is not None
+
+
 def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
+    if args.pipeline in ("deploy", "retrain") and refused_beside_the_stack(settings):
+        return BAD_INPUT
     variables = json.loads(args.vars) if args.vars else None
     return run_pipeline(settings, args.pipeline, variables)
 
 
 def cmd_deploy(args: argparse.Namespace, settings: config.Settings) -> int:
+    if refused_beside_the_stack(settings):
+        return BAD_INPUT
     return run_pipeline(settings, "deploy", {"holdout": args.holdout} if args.holdout else None)
 
 
 def cmd_rollback(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core.lifecycle import deploy, promotion
 
+    if refused_beside_the_stack(settings):
+        return BAD_INPUT
     try:
         decision, predictor = deploy.rollback(settings)
     except promotion.DeployError as exc:
@@ -63,6 +79,8 @@ def cmd_rollback(args: argparse.Namespace, settings: config.Settings) -> int:
 def cmd_payload(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core.lifecycle import deploy, promotion
 
+    if refused_beside_the_stack(settings):
+        return BAD_INPUT
     version = args.version or promotion.champion_version(settings)
     folder = deploy.write_payload(settings, version)
     console.print(f"payload for version {version or '(none: no champion yet)'} written to {folder}")
@@ -72,6 +90,8 @@ def cmd_payload(args: argparse.Namespace, settings: config.Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core.platform import demo
 
+    if refused_beside_the_stack(settings):
+        return BAD_INPUT
     return demo.run(settings, console, err)
 
 
@@ -132,8 +152,8 @@ def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core.platform import stack, stack_state
 
     try:
-        stack.up(settings, say=console.print)
-    except stack.PortTaken as exc:
+        stack.up(settings, say=console.print, discard_served_model=args.discard_served_model)
+    except (stack.PortTaken, stack.ServedModelMismatch) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
     except (stack.StackError, services.ServiceError) as exc:
@@ -219,6 +239,12 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
     up = sub.add_parser("up", help="start PostgreSQL, MLflow, Mage, the predictor, Streamlit (and Grafana) locally")
+    up.add_argument(
+        "--discard-served-model",
+        action="store_true",
+        help="when the predictor's payload holds a model this stack's registry has no champion for "
+        "(after `make demo`, say), move it aside and start with no model served instead of refusing",
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop every process `up` started and the predictor deploy started")
     down.set_defaults(func=cmd_down)

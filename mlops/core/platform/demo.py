@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mlops.core import config, reporting
+from mlops.core import config, reporting, services
 from mlops.core.data import preparation
 from mlops.core.platform import orchestration
 from mlops.core.serving import native_predictor
@@ -89,6 +89,8 @@ def run(settings: config.Settings, console: Console, err: Console) -> int:
     token_file = deploy.ensure_reload_token(settings)
     os.environ.update(search_overrides(settings))
     settings = config.load(settings.source_file)  # now with the reload token and the demo's search budget
+    for url in (settings.tracking_uri, settings.monitoring_db):
+        services.private_sqlite(url)  # the prediction log holds request data: 0600 before anything writes it
     search = settings.training.search
     console.print(
         f"[bold]demo[/bold]: {settings.dataset.name} through Mage; search budget per tuned family "

@@ -88,7 +88,9 @@ def start_system_postgres(settings: Settings, run: Path, password: str) -> tuple
     # TCP on 127.0.0.1 only, no Unix socket (its path could exceed the length limit inside deep run folders)
     command = [str(binaries / "postgres"), "-D", str(pgdata), "-p", str(port)]
     command += ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
-    proc = services.ManagedProcess("postgres", _as_postgres_user(command), run / "logs" / "postgres.log").start()
+    # none of the platform's secrets: the password was set once by initdb
+    log = run / "logs" / "postgres.log"
+    proc = services.ManagedProcess("postgres", _as_postgres_user(command), log, inherit_secrets=False).start()
     url = f"postgresql+psycopg2://{POSTGRES_USER}:{password}@127.0.0.1:{port}/postgres"
     return proc, url
 

@@ -8,6 +8,12 @@ answer its health check before the next starts. Everything lives in the run fold
 ``secrets.env`` (generated secrets, mode 0600) and ``stack.env`` (the environment that points a shell
 at this stack). ``down`` stops exactly the process groups ``state.json`` names, after checking each pid
 still belongs to the process that was started; ``status`` asks every service's health endpoint.
+
+``up`` leaves a supervisor running (:mod:`mlops.core.platform.stack_supervisor`): a service that dies is started
+again, with backoff, as compose's restart policy does. A state whose supervisor is gone (a crash, a reboot, a
+kill) is stale: ``up`` stops what is left of it and starts afresh. Each service's environment holds only the
+secrets :data:`SERVICE_SECRETS` gives it. Before the predictor starts, the model its payload holds must be the
+champion of the registry this stack runs (:func:`check_served_model`), else ``up`` refuses and says why.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import urlsplit
 
 import psutil
 import requests
+import sqlalchemy as sa
 from rich.table import Table
 
 from mlops.core import config, services
@@ -36,7 +43,13 @@ from mlops.core.platform.local_postgres import (
     start_system_postgres,
     wait_postgres,
 )
-from mlops.core.platform.stack_processes import grafana_binary, grafana_process, mlflow_process, streamlit_process
+from mlops.core.platform.stack_processes import (
+    grafana_binary,
+    grafana_process,
+    mlflow_process,
+    streamlit_process,
+    supervisor_process,
+)
 from mlops.core.platform.stack_state import (
     ENV_FILE,
     SECRETS_FILE,
@@ -50,6 +63,32 @@ from mlops.core.serving import native_predictor
 
 HEALTH_TIMEOUT = {"postgres": 60.0, "mlflow": 180.0, "mage": 300.0, "predictor": 120.0, "streamlit": 120.0}
 
+# The secrets each service's environment holds; every other variable holding a secret (by name, or a URL with a
+# password) is left out of it. docs/reliability.md ("Secrets per service") says why each needs each.
+DB_URL = "MLOPS_STORES__MONITORING_DB"  # the monitoring database: with PostgreSQL its URL holds the password
+SERVICE_SECRETS: dict[str, frozenset[str]] = {
+    "postgres": frozenset(),  # its password was set once by initdb, from a file deleted at once
+    "mlflow": frozenset({"MLFLOW_BACKEND_STORE_URI"}),
+    "mage": frozenset(
+        {
+            "MAGE_DATABASE_CONNECTION_URL",  # Mage's own database
+            "DEFAULT_OWNER_PASSWORD",  # Mage creates its owner login with it on the first start
+            DB_URL,  # the monitor and retrain pipelines write the monitoring database
+            "MLOPS_SECRETS__RELOAD_TOKEN",  # deploy asks the predictor to reload
+        }
+    ),
+    "predictor": frozenset({DB_URL, "MLOPS_SECRETS__RELOAD_TOKEN"}),  # it logs predictions; /reload checks it
+    "streamlit": frozenset({DB_URL}),  # the monitoring page reads it
+    "grafana": frozenset(
+        {
+            "GF_SECURITY_ADMIN_PASSWORD",
+            "GRAFANA_DB_PASSWORD",  # its datasource
+            "MLOPS_SECRETS__RETRAIN_TOKEN",  # its contact point calls the retrain trigger
+        }
+    ),
+    "supervisor": frozenset(),  # it reads each service's environment from state.json
+}
+
 
 class StackError(RuntimeError):
     """``up`` refused or failed; the message says why and what to do."""
@@ -57,6 +96,10 @@ class StackError(RuntimeError):
 
 class PortTaken(StackError):
     """A port the stack needs is in use by something else."""
+
+
+class ServedModelMismatch(StackError):
+    """The predictor would serve a model that is not the champion of the registry the stack runs."""
 
 
 # ---- ports -------------------------------------------------------------------------------------------
@@ -114,8 +157,21 @@ def service_environment(settings: Settings, urls: dict[str, str], keys: dict[str
     return env
 
 
+def confine(proc: services.ManagedProcess) -> services.ManagedProcess:
+    """``proc`` with only the secrets :data:`SERVICE_SECRETS` gives it: none inherited from this process."""
+    allowed = SERVICE_SECRETS[proc.name]
+    proc.env = {k: v for k, v in proc.env.items() if k in allowed or not services.is_secret(k, v)}
+    proc.inherit_secrets = False
+    return proc
+
+
+def _spec(proc: services.ManagedProcess) -> dict[str, object]:
+    return {"command": proc.command, "env": proc.env, "cwd": str(proc.cwd) if proc.cwd else None}
+
+
 def _record(proc: services.ManagedProcess, url: str, health: str) -> Service:
-    return Service(proc.name, proc.pid, psutil.Process(proc.pid).create_time(), url, health, str(proc.log_path))
+    created = psutil.Process(proc.pid).create_time()
+    return Service(proc.name, proc.pid, created, url, health, str(proc.log_path), spec=_spec(proc))
 
 
 def _http_ok(url: str) -> bool:
@@ -133,26 +189,29 @@ def healthy(service: Service) -> bool:
     return services.postgres_reachable(service.health)
 
 
-def _launch(state: State, run: Path, proc: services.ManagedProcess, url: str, health: str) -> services.ManagedProcess:
-    """Start ``proc`` and record it at once, so that a failure later still stops it."""
-    proc.start()
+def launch(state: State, run: Path, proc: services.ManagedProcess, url: str, health: str) -> services.ManagedProcess:
+    """Start ``proc`` with its own secrets only, and record it at once, so that a failure later still stops it."""
+    confine(proc).start()
     state.services.append(_record(proc, url, health))
     state.save(run)
     return proc
 
 
-def up(settings: Settings, say: Callable[[str], None] = print) -> State:
+def up(settings: Settings, say: Callable[[str], None] = print, discard_served_model: bool = False) -> State:
     """Start the stack; on any failure stop what this call started and raise."""
     run = run_folder(settings)
     run.mkdir(parents=True, exist_ok=True)
     previous = State.load(run)
-    if previous is not None and any(s.is_running() for s in previous.services):
-        if all(healthy(s) for s in previous.services):
-            say(f"the stack is already up (run folder {run})")
-            return previous
-        raise StackError(
-            f"part of a previous `up` is still running (see {run / STATE_FILE}): run `python -m mlops down` first"
-        )
+    if previous is not None:
+        if previous.supervised():
+            return _already_up(previous, run, say)
+        left = [s.name for s in previous.services if s.is_running() or s.remains()]
+        if left:
+            say(
+                f"a previous `up` left {', '.join(left)} running with no supervisor (it crashed or was killed): "
+                "stopping what is left of it, then starting afresh"
+            )
+        stop(previous, run)
     if (pid := native_predictor.stop(settings)) is not None:
         say(f"stopped the predictor deploy had started (pid {pid}): the stack runs its own on the same champion")
     database = choose_database(settings, run)
@@ -162,7 +221,14 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> State:
     state.save(run)
     started = time.monotonic()
     try:
-        _start_all(settings, run, state, keys, lambda message: say(f"{message} ({time.monotonic() - started:.0f} s)"))
+        _start_all(
+            settings,
+            run,
+            state,
+            keys,
+            lambda message: say(f"{message} ({time.monotonic() - started:.0f} s)"),
+            discard_served_model,
+        )
     except BaseException as exc:
         stop(state, run)
         if isinstance(exc, StackError | services.ServiceError) or not isinstance(exc, Exception):
@@ -171,7 +237,30 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> State:
     return state
 
 
-def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str], say: Callable[[str], None]) -> None:
+def _already_up(state: State, run: Path, say: Callable[[str], None], timeout: float = 120.0) -> State:
+    """The stack runs under its supervisor: wait (a while) for a service it is restarting to be healthy."""
+    deadline = time.monotonic() + timeout
+    while not all(healthy(s) for s in state.services):
+        if time.monotonic() > deadline:
+            sick = [s.name for s in state.services if not healthy(s)]
+            raise StackError(
+                f"the stack is up (run folder {run}) but {', '.join(sick)} is not healthy after {timeout:.0f} s "
+                f"although its supervisor restarts what exits: see `python -m mlops status` and {run / 'logs'}"
+            )
+        time.sleep(2)
+        state = State.load(run) or state  # the supervisor records a restarted service's new pid
+    say(f"the stack is already up (run folder {run})")
+    return state
+
+
+def _start_all(
+    settings: Settings,
+    run: Path,
+    state: State,
+    keys: dict[str, str],
+    say: Callable[[str], None],
+    discard_served_model: bool = False,
+) -> None:
     urls: dict[str, str]
     server_url = ""
     if state.database == "sqlite":
@@ -179,6 +268,7 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     else:
         if state.database == "postgres":
             pg, server_url = start_system_postgres(settings, run, keys["POSTGRES_PASSWORD"])
+            confine(pg)
             state.services.append(_record(pg, f"127.0.0.1:{settings.stack.postgres_port}", server_url))
             state.services[-1].signal = int(signal.SIGINT)
             state.save(run)
@@ -195,22 +285,27 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
                     server_url,
                     str(log),
                     int(signal.SIGINT),
+                    spec={"embedded": str(run / "embedded-pgdata")},
                 )
             )
             state.save(run)
         urls = database_urls(server_url)
         say(f"postgres ({state.database}) is up")
+    for url in urls.values():
+        services.private_sqlite(url)  # request data and webhook bodies: 0600 before anything writes them
     store.migrate(urls["monitoring"])
     env = service_environment(settings, urls, keys)
     services.write_private(run / ENV_FILE, "".join(f"{k}={v}\n" for k, v in env.items()))
-    # This process exists to start the stack: what it runs (Mage's bootstrap, the servers) inherits the stack's env.
+    # This process exists to start the stack: its one-off children (Mage's bootstrap) inherit the stack's env;
+    # the servers get only their own secrets (confine).
     os.environ.update(env)
     stacked = config.load(settings.source_file, environ={**os.environ, **env})
+    replace_payload = check_served_model(stacked, urls["mlflow"], say, discard_served_model)
 
     # Servers that need only the database start together (their imports dominate on a small machine);
     # the predictor waits for MLflow, which tells it the champion. Each must then answer its health check.
     mlflow_url = env["MLOPS_STORES__TRACKING_URI"]
-    mlflow = _launch(state, run, mlflow_process(stacked, run, urls, env), mlflow_url, f"{mlflow_url}/health")
+    mlflow = launch(state, run, mlflow_process(stacked, run, urls, env), mlflow_url, f"{mlflow_url}/health")
 
     from mlops.core.lifecycle import deploy
     from mlops.core.platform import orchestration
@@ -220,17 +315,22 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     mage_url = stacked.orchestration.mage_url.rstrip("/")
     mage = orchestration.mage_server(stacked, urls["mage"], run / "logs" / "mage.log")
     mage.env.update(env)
-    _launch(state, run, mage, mage_url, f"{mage_url}/api/status")
+    launch(state, run, mage, mage_url, f"{mage_url}/api/status")
     app_url = f"http://127.0.0.1:{stacked.stack.streamlit_port}"
-    app = _launch(state, run, streamlit_process(stacked, run, env), app_url, f"{app_url}/_stcore/health")
+    app = launch(state, run, streamlit_process(stacked, run, env), app_url, f"{app_url}/_stcore/health")
 
     services.wait_http(f"{mlflow_url}/health", mlflow, timeout=HEALTH_TIMEOUT["mlflow"])
     say(f"mlflow is up at {mlflow_url}")
-    deploy.payload_for_champion(stacked)
+    if replace_payload is not None:
+        from mlops.core.serving.payload import write_payload
+
+        write_payload(stacked, replace_payload)
+    else:
+        deploy.payload_for_champion(stacked)
     predictor = predictor_server.predictor_process(stacked, log_path=run / "logs" / "predictor.log")
     predictor.env.update(env)
     serving_url = stacked.serving.url.rstrip("/")
-    _launch(state, run, predictor, serving_url, f"{serving_url}/health")
+    launch(state, run, predictor, serving_url, f"{serving_url}/health")
     for name, proc, url, health in (
         ("mage", mage, mage_url, f"{mage_url}/api/status"),
         ("streamlit", app, app_url, f"{app_url}/_stcore/health"),
@@ -248,10 +348,95 @@ def _start_all(settings: Settings, run: Path, state: State, keys: dict[str, str]
     else:
         grafana_url = f"http://127.0.0.1:{stacked.stack.grafana_port}"
         health = f"{grafana_url}/api/health"
-        grafana = _launch(state, run, grafana_process(stacked, run, env, server_url, keys), grafana_url, health)
+        grafana = launch(state, run, grafana_process(stacked, run, env, server_url, keys), grafana_url, health)
         services.wait_http(health, grafana, timeout=120)
         say(f"grafana is up at {grafana_url}")
+    supervisor = confine(supervisor_process(stacked, run)).start()
+    state.supervisor = Service(
+        "supervisor", supervisor.pid, psutil.Process(supervisor.pid).create_time(), "", "", str(supervisor.log_path)
+    )
     state.save(run)
+    say("the supervisor restarts a service that exits (logs/supervisor.log)")
+
+
+# ---- the registry, the alias and the served model agree --------------------------------------------------
+
+
+def foreign_to_running_stack(settings: Settings) -> str | None:
+    """Why a command that changes the champion or the payload (demo, deploy, rollback, payload, run deploy |
+    retrain) refuses: the native stack runs, and ``settings`` point at a registry other than its own, so the
+    command would promote in one registry while the stack's predictor serves (and its supervisor restarts it on)
+    the payload they share. None when the stack is not running or this shell points at it."""
+    run = run_folder(settings)
+    state = State.load(run)
+    if state is None or not any(s.is_running() for s in state.services):
+        return None
+    mlflow = next((s for s in state.services if s.name == "mlflow"), None)
+    if mlflow is None or settings.tracking_uri.rstrip("/") == mlflow.url.rstrip("/"):
+        return None
+    return (
+        f"the native stack is up (run folder {run}): its predictor serves the champion of its registry at "
+        f"{mlflow.url}, and this command would use {settings.tracking_uri}, so the registry, its champion and the "
+        f"served model would disagree. Point this shell at the stack (set -a; . {run / ENV_FILE}; set +a) or stop "
+        "it first (python -m mlops down)"
+    )
+
+
+def check_served_model(
+    settings: Settings, registry_url: str, say: Callable[[str], None], discard: bool = False
+) -> str | None:
+    """Before the predictor starts: is the model in its payload the champion of the registry at ``registry_url``
+    (MLflow's backend store, read directly: the server is not up yet)?
+
+    Returns the champion's version when the payload must be rewritten for it (it holds another version, or the
+    same number from another registry: its run differs), else None. A payload holding a model while this
+    registry has no champion would let the next retrain be promoted with no comparison: refused
+    (:class:`ServedModelMismatch`, saying how to open the stores the model came from), unless ``discard``,
+    which moves the payload's model aside.
+    """
+    from mlflow import MlflowClient
+
+    from mlops.core.serving.model_card import MODEL_JSON, ModelCard
+    from mlops.core.serving.payload import payload_dir
+    from mlops.core.training import registry
+
+    folder = payload_dir(settings)
+    card = ModelCard.read(folder)
+    if card is None:
+        return None
+    registry.quiet_mlflow()
+    name = settings.training.model_name
+    client = MlflowClient(tracking_uri=registry_url, registry_uri=registry_url)
+    champion = registry.version_by_alias(client, name, registry.CHAMPION)
+    served = f"{card.name} v{card.version} (run {card.run_id})"
+    if champion is not None:
+        run_id = champion.tags.get("candidate_run_id")
+        if card.name == name and card.version == str(champion.version) and card.run_id == run_id:
+            return None
+        say(
+            f"the payload in {folder} held {served}, not this registry's champion v{champion.version} (run {run_id}): "
+            "the predictor will serve the champion"
+        )
+        return str(champion.version)
+    where = sa.make_url(registry_url).render_as_string(hide_password=True)
+    if discard:
+        aside = folder.with_name(f"{folder.name}.discarded-{time.strftime('%Y%m%dT%H%M%S')}")
+        folder.rename(aside)
+        say(f"moved the payload holding {served} to {aside}: this stack's registry has no champion yet")
+        return None
+    hint = ""
+    configured = settings.tracking_uri
+    if configured != registry_url and configured.startswith("sqlite:///"):
+        hint = (
+            f"\n  - open the stores it came from (the configured ones, {configured}, where `make demo` registers): "
+            "MLOPS_STACK__DATABASE=sqlite python -m mlops up"
+        )
+    raise ServedModelMismatch(
+        f"refusing to start: the predictor's payload {folder / MODEL_JSON} holds {served}, but the registry this "
+        f"stack runs ({where}) has no champion of {name}. Serving it would let the next retrain be promoted with "
+        f"no comparison. Either:{hint}\n  - or start with no model served (the payload is moved aside): "
+        "python -m mlops up --discard-served-model"
+    )
 
 
 def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
@@ -261,6 +446,12 @@ def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
     clients are gone. Returns what was stopped, each with the seconds it took to go.
     """
     began = time.monotonic()
+    stop_supervisor(state, timeout)
+    for service in state.services:  # a leader gone, its group left (an orphaned gunicorn worker): as a crash would
+        if not service.is_running():
+            for process in service.remains():
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
     running = [s for s in reversed(state.services) if s.is_running()]
     servers = [s for s in running if s.name != "postgres"]
     stopped = []
@@ -298,11 +489,24 @@ def _stop_postmaster(service: Service, timeout: float) -> None:
         os.kill(service.pid, signal.SIGKILL)
 
 
+def stop_supervisor(state: State, timeout: float = 30.0) -> bool:
+    """Stop the supervisor first, so that nothing is restarted while the services stop."""
+    if state.supervisor is None or not state.supervisor.is_running():
+        return False
+    services.stop_group(state.supervisor.pid, timeout)
+    return True
+
+
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started and the predictor deploy started natively, whoever started either."""
     run = run_folder(settings)
     state = State.load(run)
-    stopped = [] if state is None else stop(state, run)
+    stopped = []
+    if state is not None:
+        if stop_supervisor(state):
+            stopped.append("supervisor")
+        state = State.load(run) or state  # the pids it last recorded
+        stopped += stop(state, run)
     if (pid := native_predictor.stop(settings)) is not None:
         stopped.append(f"predictor started by deploy (pid {pid})")
     return stopped
@@ -335,6 +539,11 @@ def status(settings: Settings) -> list[Health]:
         detail = (_readiness(service.url) if service.name == "predictor" else "") if ok else f"log: {service.log}"
         rows.append(Health(service.name, service.url, "healthy" if ok else "unhealthy", detail))
     rows.extend(Health(name, "", "not started", note) for name, note in state.notes.items())
+    restarts = ", ".join(f"{s.name} {s.restarts}x" for s in state.services if s.restarts)
+    if state.supervisor is not None:
+        ok = state.supervisor.is_running()
+        detail = f"pid {state.supervisor.pid}; restarted: {restarts or 'nothing'}" if ok else "gone: `up` starts afresh"
+        rows.append(Health("supervisor", "", "healthy" if ok else "stopped", detail))
     return rows
 
 

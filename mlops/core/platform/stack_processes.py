@@ -1,10 +1,11 @@
 """The native stack's service processes that ``services`` does not define: MLflow with its backend URL kept off
-the command line, Streamlit, and Grafana with the project's provisioning.
+the command line, Streamlit, Grafana with the project's provisioning, and the stack's supervisor.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -76,3 +77,9 @@ def grafana_process(
         [binary, "server", "--homepath", str(home)] if real.name == "grafana" else [binary, "--homepath", str(home)]
     )
     return services.ManagedProcess("grafana", command, run / "logs" / "grafana.log", env=grafana_env)
+
+
+def supervisor_process(settings: Settings, run: Path) -> services.ManagedProcess:
+    """The stack's supervisor (mlops.core.platform.stack_supervisor), on this run folder."""
+    command = [sys.executable, "-m", "mlops.core.platform.stack_supervisor", str(run)]
+    return services.ManagedProcess("supervisor", command, run / "logs" / "supervisor.log", cwd=settings.root)
