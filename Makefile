@@ -17,10 +17,10 @@ export MLOPS_DATASET__SOURCE__PATH
 endif
 endif
 
-.PHONY: setup demo test test-fast test-stack chromium stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
+.PHONY: setup demo test test-fast test-stack chromium nginx stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
 EXPORT := $(UV) export --quiet --frozen --no-dev --no-hashes --no-emit-project --no-annotate
 
-setup: $(STAMP)  ## build .venv from uv.lock (a second run does nothing)
+setup: $(STAMP) nginx  ## build .venv from uv.lock, and nginx for the predictor (a second run does nothing)
 
 $(STAMP): pyproject.toml uv.lock tools/compose-lint/package-lock.json
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -49,6 +49,11 @@ test-stack: setup chromium  ## the compose stack, built and run for real: the wh
 chromium:  ## Debian's Chromium, which Playwright drives headless (it cannot download a browser of its own here)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } \
 	  || { echo "install Debian's chromium (apt-get install chromium): the browser checks drive it" >&2; exit 2; }
+
+nginx:  ## Debian's nginx, the buffering proxy the predictor starts in front of gunicorn (serving.proxy: nginx)
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q --no-install-recommends nginx-light; } \
+	  || { echo "install Debian's nginx (apt-get install nginx-light), or set serving.proxy: none behind a proxy of your own" >&2; exit 2; }
 
 image-requirements: setup  ## images/*/requirements.txt from uv.lock (tests/stack checks they are current)
 	$(EXPORT) --extra orchestration --extra spark -o images/mage/requirements.txt

@@ -76,6 +76,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \\
     MLOPS_SERVING__PORT=8080
 
 WORKDIR /app
+# nginx: the buffering proxy gunicorn's arbiter starts in front of it (serving.proxy: nginx)
+# hadolint ignore=DL3008
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends nginx-light \\
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
