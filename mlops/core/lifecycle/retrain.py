@@ -115,10 +115,8 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
     """Record every alert of a webhook body and decide whether it starts a retrain (at most one per body)."""
     url = settings.monitoring_db
     size, limit = len(json.dumps(body, default=str).encode()), settings.orchestration.max_webhook_bytes
-    if size > limit:  # recorded, but not stored: the alerts table keeps what Grafana's bodies need, not more
-        outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
-        _insert(url, [{"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}])
-        raise AlertPayloadError(outcome)
+    if size > limit:
+        raise AlertPayloadError(reject_oversized(settings, size))
     own = settings.training.model_name
     if not body:  # no alert at all: retraining by hand (`python -m mlops run retrain`, or Run@once in Mage)
         by_hand = {"status": BY_HAND, "action": "retrain", "outcome": "retraining", "payload": {}, "model_name": own}
@@ -165,6 +163,17 @@ def receive(settings: Settings, body: Mapping[str, Any]) -> AlertDecision:
         reasons = "; ".join(sorted({str(r["outcome"]) for r in rows})) or "no alerts in the body"
         return AlertDecision(False, f"no retrain: {reasons}", None, ids)
     return AlertDecision(True, f"alert {expected!r} firing since {rows[chosen]['starts_at']}", ids[chosen], ids)
+
+
+def reject_oversized(settings: Settings, size: int) -> str:
+    """Record a webhook body over ``orchestration.max_webhook_bytes`` by its size alone (the alerts table keeps
+    what Grafana's bodies need, not more); the outcome. Mage's server refuses such a body to the retrain trigger
+    with 413 before any run exists (``mlops.core.platform.mage_gate``) and records it here."""
+    limit = settings.orchestration.max_webhook_bytes
+    outcome = f"the body is {size:,} bytes, over orchestration.max_webhook_bytes ({limit:,})"
+    row = {"status": "invalid", "action": "rejected", "outcome": outcome, "payload": {"bytes": size}}
+    _insert(settings.monitoring_db, [row])
+    return outcome
 
 
 def _insert(url: str, rows: list[dict[str, Any]]) -> list[int]:

@@ -33,7 +33,6 @@ import io
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -117,48 +116,48 @@ def quiet_mage() -> None:
         import mage_ai.data_preparation.models.block.block_factory  # noqa: F401
 
 
-# The trigger's token is the last segment of the URL Grafana posts to: never written to a log.
-_TOKEN_IN_PATH = re.compile(r"(/pipeline_runs/)[^\s/?\"']+")
+def _record_oversized_trigger_body(handler: Any, size: int) -> None:
+    """The gate refused a body over ``orchestration.max_webhook_bytes`` sent with an API trigger's right token:
+    for the retrain trigger, recorded by its size as ``retrain.receive`` records one (nothing else is kept)."""
+    from mlops.core import config
+    from mlops.core.lifecycle import retrain
 
-
-class RedactTriggerTokens(logging.Filter):
-    """Tornado's access log and its uncaught-exception log write the request's whole URI."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _TOKEN_IN_PATH.sub(r"\1<redacted>", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+    settings = config.load()
+    if str(handler.path_kwargs.get("pipeline_schedule_id")) != str(settings.orchestration.retrain_schedule_id):
+        return
+    try:
+        retrain.reject_oversized(settings, size)
+    except Exception as exc:  # the monitoring database down: the 413 still stands
+        logging.getLogger(__name__).warning("an oversized retrain body (%s bytes) was not recorded: %s", size, exc)
 
 
 def lock_down_server() -> None:
     """What Mage's settings cannot close (docs/reliability.md, "Mage"), patched before the server starts:
 
-    - its web terminal (``/websocket/terminal``) opens a shell for any websocket client before any login check
-      (``DISABLE_TERMINAL`` only refuses the commands): the route answers 403 instead;
+    - every route goes through one gate (:mod:`mlops.core.platform.mage_gate`): a logged-in user or the route's
+      own check (an API trigger's token, Mage's API's OAuth) before any handler runs, no
+      ``Access-Control-Allow-*`` headers, bodies bounded before they are read by Mage, its web terminal and
+      ``/api/runs`` closed, every token in a route's path redacted from the logs;
     - a wrong API-trigger token answered HTTP 200 with ``code: 500``, a traceback and the URL (the token): it
       answers 401 with one line;
-    - trigger tokens are redacted from tornado's logs.
+    - API trigger tokens are not shown by Mage's API or UI (Mage's ``HIDE_API_TRIGGER_TOKEN``; the answer to
+      creating a trigger, or to rotating its token, still carries the new token once), nor written to
+      ``triggers.yaml``.
 
     Notebook and file editing is off unless ``DISABLE_NOTEBOOK_EDIT_ACCESS`` says otherwise (Mage's own
     setting; triggers and Run@once still work).
     """
     os.environ.setdefault("DISABLE_NOTEBOOK_EDIT_ACCESS", "1")
     os.environ.setdefault("DISABLE_TERMINAL", "1")
-    import tornado.web
-    from mage_ai.server import server
+    os.environ.setdefault("HIDE_API_TRIGGER_TOKEN", "1")
     from mage_ai.server.api import triggers
     from mage_ai.server.api.errors import UnauthenticatedRequestException
 
-    class NoTerminal(tornado.web.RequestHandler):
-        def initialize(self, **kwargs: Any) -> None:
-            pass
+    from mlops.core import config
+    from mlops.core.platform import mage_gate
 
-        def get(self, *args: Any, **kwargs: Any) -> None:
-            raise tornado.web.HTTPError(403)
-
-    server.TerminalWebsocketServer = NoTerminal
+    mage_gate.install(config.load().orchestration.max_webhook_bytes, _record_oversized_trigger_body)
+    mage_gate.hide_trigger_tokens()
     trigger_write_error = triggers.ApiTriggerPipelineHandler.write_error
 
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
@@ -170,8 +169,6 @@ def lock_down_server() -> None:
         self.finish({"error": {"code": 401, "message": "wrong or missing token for this API trigger"}})
 
     triggers.ApiTriggerPipelineHandler.write_error = write_error
-    for name in ("tornado.access", "tornado.application", "tornado.general"):
-        logging.getLogger(name).addFilter(RedactTriggerTokens())
 
 
 # Sent to a Mage process (and inherited by every process Mage forks: scheduler, worker pool, block runs), it
