@@ -26,8 +26,11 @@ from mlops.core import config, services
 from mlops.core.monitoring import alerting, store
 from mlops.core.platform.compose_stack import SPARK_MASTER, SPARK_SERVICES, ComposeStack, MageRuns, trigger_webhook
 from mlops.core.platform.container_engine import Engine
+from mlops.testing import mage_routes
 from mlops.testing.drills import logged_rows
+from mlops.testing.slow_client_drill import KINDS, slow_clients
 from tests.conftest import bank_csv_path
+from tests.reliability.test_mage_routes import documented_open_routes
 
 from . import browser
 from .conftest import MEASURED
@@ -253,6 +256,30 @@ def test_prepare_train_deploy_test_through_mage(runs: MageRuns, settings: config
     counts = table_counts(settings)
     assert counts["evaluations"] >= 1 and counts["model_events"] >= 1
     MEASURED["loop_seconds"] = time.monotonic() - started
+
+
+# ---- attacks on what the stack publishes (issue #25: the native drills, against the containers) --------------
+
+
+def test_no_route_of_mage_answers_without_a_login(stack: ComposeStack) -> None:
+    """Mage's whole route table (read from its own router), every method, no credentials, on the compose Mage."""
+    outcome = mage_routes.check_routes(stack.url("mage"))
+    MEASURED["mage_routes"] = {k: outcome[k] for k in ("routes_checked", "calls", "open_state_changing")}
+    assert outcome["open_state_changing"] == 0, outcome["open"]
+    assert set(outcome["open"]) <= documented_open_routes(), outcome["open"]
+    assert outcome["cors_star"] == [], outcome["cors_star"]
+
+
+def test_a_thousand_slow_connections_of_each_kind_do_not_starve_the_predictor(settings: config.Settings) -> None:
+    """Through the published port: the container's nginx reads every client before gunicorn sees it."""
+    outcome = slow_clients(
+        settings.serving.url, connections_per_kind=1000, normal_requests=200, record=records_for(settings, 1)[0]
+    )
+    MEASURED["slow_clients"] = {k: outcome[k] for k in ("connections_per_kind", "answered_share", "p99_ms")}
+    for kind in KINDS:
+        result = outcome["kinds"][kind]
+        assert result["opened"] == 1000 and result["answered_share"] >= 0.99, result
+        assert result["closed_in_bounded_time"], result
 
 
 def test_monitor_batches_and_the_alert_rule_fires_as_grafana_reads_it(
