@@ -148,3 +148,24 @@ def test_the_socket_of_a_deep_work_dir_goes_to_a_short_private_path(settings: co
     where = proxy.layout(deep)
     assert len(str(where.socket)) <= proxy.MAX_SOCKET_PATH
     assert where.folder.is_relative_to(deep.work_dir)
+
+
+def test_a_taken_port_stops_the_predictor_with_the_reason(settings: config.Settings, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = predictor_server.predictor_process(
+            settings,
+            port=port,
+            payload_dir=tmp_path / "no-payload",
+            log_path=tmp_path / "predictor.log",
+            env={"MLOPS_SERVING__SPOOL_DIR": str(tmp_path / "spool")},
+        ).start()
+        try:
+            assert proc.process is not None
+            assert proc.process.wait(timeout=180) != 0
+        finally:
+            proc.stop()
+    assert "instead of listening on 127.0.0.1" in proc.log_tail(60), proc.log_tail(60)
+    assert "is the port taken?" in proc.log_tail(60)

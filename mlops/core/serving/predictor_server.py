@@ -25,7 +25,6 @@ from mlops.core.serving.predictor_app import ARBITER_PID
 # gthread is gunicorn's, giving idle keep-alive connections 1 s once it stops instead of graceful_timeout (see
 # predictor_worker)
 WORKER_CLASSES = {"gthread": "mlops.core.serving.predictor_worker.PredictorWorker", "sync": "sync"}
-WORKER_TIMEOUT_SECONDS = 120  # a 100k-row batch takes about a second; this only catches a stuck worker
 
 
 def gunicorn_settings(settings: Settings | None = None) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def gunicorn_settings(settings: Settings | None = None) -> dict[str, Any]:
         # gunicorn turns sync into gthread when threads > 1: sync means one thread
         "threads": settings.serving.threads if settings.serving.worker_class == "gthread" else 1,
         "keepalive": settings.serving.keepalive_seconds,  # sync ignores it (one request per connection)
-        "timeout": WORKER_TIMEOUT_SECONDS,
+        "timeout": proxy.WORKER_TIMEOUT_SECONDS,  # a 100k-row batch takes about a second: catches a stuck worker
         "graceful_timeout": 30,  # in-flight requests get this long to finish on reload or shutdown
         "preload_app": False,
         "errorlog": "-",

@@ -38,7 +38,10 @@ NGINX = "nginx"
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # where Debian puts nginx, often not on a user's PATH
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
-UPSTREAM_MARGIN_SECONDS = 10  # nginx waits for gunicorn this much longer than gunicorn's worker timeout
+# gunicorn's worker timeout (predictor_server's "timeout"): a 100k-row batch takes about a second, this only
+# catches a stuck worker. nginx waits for an answer this much longer.
+WORKER_TIMEOUT_SECONDS = 120
+UPSTREAM_MARGIN_SECONDS = 10
 MAX_SOCKET_PATH = 100  # a unix socket path is at most 107 bytes on Linux
 FIX = (
     "install it (`make nginx`, or `apt-get install nginx-light` as root), or set serving.proxy: none "
@@ -128,9 +131,6 @@ def open_files_limit(worker_connections: int) -> int:
 def values(settings: Settings, where: Layout) -> dict[str, str]:
     """What fills the template's placeholders."""
     serving = settings.serving
-    # the predictor's gunicorn worker timeout (predictor_server.gunicorn_settings), plus a margin
-    from mlops.core.serving.predictor_server import WORKER_TIMEOUT_SECONDS
-
     return {
         "worker_rlimit_nofile": str(open_files_limit(serving.proxy_worker_connections)),
         "worker_connections": str(serving.proxy_worker_connections),
@@ -193,9 +193,10 @@ def start(settings: Settings) -> subprocess.Popen[bytes]:
         if process.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            what = "exited" if process.poll() is not None else f"did not listen within {START_TIMEOUT_SECONDS:.0f} s"
             raise ProxyError(
-                f"nginx did not start listening on {_listen(settings.serving.host, settings.serving.port)} "
-                f"within {START_TIMEOUT_SECONDS:.0f} s (is the port taken?); its errors are in this log"
+                f"nginx {what} instead of listening on {_listen(settings.serving.host, settings.serving.port)} "
+                "(is the port taken?); its own errors are above in this log"
             )
         time.sleep(0.05)
     _running = process
