@@ -29,6 +29,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from mlops.core.data.schema import FeatureSchema
+from mlops.core.serving import record_count
 from mlops.core.serving.column_batches import ColumnCheck
 from mlops.core.serving.record_types import DEFAULT_MAX_TEXT, record_type
 from mlops.core.serving.request_errors import FieldErrors, RequestError
@@ -98,10 +99,12 @@ class RecordValidator:
         start = body.lstrip()[:1]
         features = len(self.schema.features)
         if start == b"[" and not single_only:
+            self._refuse_too_many(body, record_count.array_items, ())
             records = self._validate(self.many, body, many=True)
             refuse_duplicate_keys(body, len(records) * features)
             return records
         if not single_only and SPLIT_START.match(body):  # matched in place: a big body is not copied
+            self._refuse_too_many(body, record_count.split_rows, (SPLIT_KEY, "data"))
             parsed = self._parse(body)
             if isinstance(parsed, dict) and parsed.keys() == {SPLIT_KEY}:
                 refuse_duplicate_keys(body, 3)  # dataframe_split, columns, data
@@ -113,6 +116,22 @@ class RecordValidator:
         self._parse(body)
         wanted = "one JSON object (a record)" if single_only else "a JSON object (a record) or an array of them"
         raise RequestError(422, f"the body must be {wanted}", [{"field": "(body)", "reason": f"expected {wanted}"}])
+
+    def _too_many(self, records: int | str) -> RequestError:
+        return RequestError(
+            413, f"{records} records is more than {self.max_rows} records in one request (serving.max_batch_rows)"
+        )
+
+    def _refuse_too_many(self, body: bytes, count: Any, path: tuple[str, ...]) -> None:
+        """Count the records before validating any (refused in milliseconds, not after validating them all).
+        Each record takes at least 3 bytes (``{},``), so a shorter body cannot hold too many."""
+        if len(body) < 3 * self.max_rows:
+            return
+        records = count(body)
+        if records is None:
+            records = record_count.parsed_length(body, path)
+        if records is not None and records > self.max_rows:
+            raise self._too_many(records)
 
     @staticmethod
     def _parse(body: bytes) -> Any:
@@ -148,7 +167,7 @@ class RecordValidator:
                 [{"field": f"{where}.data", "reason": "at least one row"}],
             )
         if len(data) > self.max_rows:
-            raise RequestError(413, f"more than {self.max_rows} records in one request")
+            raise self._too_many(len(data))
         checked = self.columns.batch_if_valid(columns, data)
         if checked is not None:
             return checked
