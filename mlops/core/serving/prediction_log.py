@@ -15,6 +15,14 @@ so it survives the process being killed; docs/reliability.md states the promise)
 exclusive ``flock`` on its journal while it lives; a journal segment is deleted once every batch in it is in
 the database or the spool. A journal nobody holds belongs to a dead process: any predictor process that
 finds one (at start and on every flush) moves it into the spool, whose replay skips rows already stored.
+
+A full disk refuses, it never loses: a journal append that fails (no space, a read-only disk) is cut back to
+where it was and raises :class:`JournalUnavailable`, so the request is answered 503 instead of its
+prediction; :meth:`PredictionLog.problem` then names the reason for ``/ready`` until a write succeeds again.
+The writer thread never dies: any failure (database down and spool full) is logged, its rows stay in memory
+and in their journals, and it retries with backoff, so it resumes by itself when the disk or the database
+comes back. A spool file that cannot be completed is deleted (no ``.part`` stays behind; those of dead
+processes are removed at start and on every flush).
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ REJECTED_SUFFIX = ".rejected"  # rows the database refused (never retried; see _
 CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
 JOURNAL_PREFIX = "journal-"  # journal-<pid>-<random>.log: rows answered, not yet in the database or spool
 JOURNAL_SEGMENT_BYTES = 8 * 1024 * 1024
+PROBE_BYTES = 64 * 1024  # /ready's write test while the journal is failing
+MAX_BACKOFF_SECONDS = 5.0
+SPOOL_RETRY_SECONDS = 30.0  # after the spool disk refused a file: rows wait in their journals this long
+
+
+class JournalUnavailable(RuntimeError):
+    """The journal cannot be written (the message says why): the request must not be answered."""
 
 
 @dataclass(frozen=True)
@@ -86,22 +101,37 @@ class JournalSegment:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / f"{JOURNAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
-        self.file = self.path.open("a", encoding="utf-8")
-        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.closed = False
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.discard()
+            raise
         self.opened = time.monotonic()
         self.size = 0
         self.outstanding = 0
         self.sealed = False  # no more batches go in; deleted once outstanding reaches 0
 
     def append(self, text: str) -> None:
-        self.file.write(text)
-        self.file.flush()  # one write(2): in the page cache, so a killed process loses none of it
-        self.size += len(text)
+        """All of it or none of it: a write cut short (no space) is truncated back and raises OSError."""
+        data = memoryview(text.encode("utf-8"))
+        written = 0
+        try:
+            while written < len(data):  # unbuffered: in the page cache once write(2) returns
+                written += os.write(self.fd, data[written:])
+        except OSError:
+            if written:
+                os.ftruncate(self.fd, self.size)  # no half batch a replay would misread
+            raise
+        self.size += len(data)
         self.outstanding += 1
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.file.close()
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)  # unbuffered: closing never writes, so it cannot fail on a full disk
 
 
 _STOP = object()
@@ -123,9 +153,14 @@ class PredictionLog:
         self.spooled = 0  # rows this process sent to the spool
         self._journal_lock = threading.Lock()
         self._segment: JournalSegment | None = None
+        self._journal_problem = ""  # why the last journal write failed ("" once one succeeds)
+        self.writer_problem = ""  # why the writer's last attempt failed ("" once one succeeds)
+        self.writer_failures = 0
+        self._spool_refused_at = -SPOOL_RETRY_SECONDS  # monotonic time the spool last failed (disk full)
 
     def start(self) -> PredictionLog:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_parts()
         self._release_stale_claims()
         self._recover_journals()
         self._thread.start()
@@ -136,13 +171,42 @@ class PredictionLog:
         """Write-ahead: the batch's rows on disk before its answer is sent; pass the result to :meth:`submit`."""
         text = "".join(_json_line(row) for row in batch.rows())
         with self._journal_lock:
-            segment = self._segment
-            if segment is None or segment.sealed:
-                segment = self._segment = JournalSegment(self.spool_dir)
-            segment.append(text)
+            try:
+                segment = self._segment
+                if segment is None or segment.sealed:
+                    segment = self._segment = JournalSegment(self.spool_dir)
+                segment.append(text)
+            except OSError as exc:
+                self._journal_problem = (
+                    f"the prediction log cannot write its journal in {self.spool_dir}: "
+                    f"{exc.strerror or exc.__class__.__name__}"
+                )
+                log.error("prediction log: %s; refusing requests until it can", self._journal_problem)
+                raise JournalUnavailable(self._journal_problem) from None
+            self._journal_problem = ""
             if segment.size >= JOURNAL_SEGMENT_BYTES or time.monotonic() - segment.opened >= self.flush_seconds:
                 segment.sealed = True  # the next batch starts a new file, so this one can be deleted soon
             return segment
+
+    def problem(self) -> str:
+        """Why requests would be refused now ("" if none): the journal cannot be written, or the writer
+        thread is gone. A failing journal is probed again (a small write) so the answer clears by itself."""
+        if not self._thread.is_alive():
+            return "the prediction log's writer thread is not running"
+        if self._journal_problem:
+            probe = self.spool_dir / f".probe-{os.getpid()}-{threading.get_ident()}"
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(fd, b"\0" * PROBE_BYTES)
+                finally:
+                    os.close(fd)
+                self._journal_problem = ""
+            except OSError:
+                pass
+            finally:
+                probe.unlink(missing_ok=True)
+        return self._journal_problem
 
     def submit(self, batch: ScoredBatch, segment: JournalSegment | None = None) -> None:
         """Hand a scored batch to the writer (never blocks, never touches the database)."""
@@ -157,7 +221,7 @@ class PredictionLog:
             if current is not None and current.outstanding == 0:
                 current.sealed = True
             for segment in {*segments, *([current] if current else [])}:
-                if segment.sealed and segment.outstanding == 0 and not segment.file.closed:
+                if segment.sealed and segment.outstanding == 0 and not segment.closed:
                     segment.discard()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -176,9 +240,11 @@ class PredictionLog:
         pending: list[dict[str, Any]] = []
         segments: list[JournalSegment] = []
         deadline = 0.0
+        retry_at = 0.0  # after a failure: not before this (backoff)
         stopping = False
         while not stopping:
-            wait = self.flush_seconds if not pending else max(0.0, deadline - time.monotonic())
+            now = time.monotonic()
+            wait = self.flush_seconds if not pending else max(0.0, max(deadline, retry_at) - now)
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -192,15 +258,39 @@ class PredictionLog:
                 pending.extend(batch.rows())
                 if segment is not None:
                     segments.append(segment)
-            if pending and (stopping or len(pending) >= self.batch_size or time.monotonic() >= deadline):
-                self._write(pending)
-                self._settle(segments)
-                pending, segments = [], []
-            if not pending and not stopping and time.monotonic() - self._last_replay >= self.flush_seconds:
-                self._recover_journals()
-                self._replay_spool()
+            now = time.monotonic()
+            if not stopping and now < retry_at:
+                continue
+            try:  # nothing may end this thread: its rows stay in memory and in their journals until written
+                if pending and (stopping or len(pending) >= self.batch_size or now >= deadline):
+                    self._write(pending)
+                    self._settle(segments)
+                    pending, segments = [], []
+                if not pending and not stopping and now - self._last_replay >= self.flush_seconds:
+                    self._recover_journals()
+                    self._replay_spool()
+                    self._remove_stale_parts()
+                if self.writer_failures:
+                    log.warning("prediction log: writing again after %d failed attempts", self.writer_failures)
+                self.writer_failures, self.writer_problem = 0, ""
+            except Exception as exc:
+                self.writer_failures += 1
+                self.writer_problem = f"{exc.__class__.__name__}: {exc}"
+                delay = min(self.flush_seconds * 2 ** min(self.writer_failures - 1, 10), MAX_BACKOFF_SECONDS)
+                retry_at = time.monotonic() + delay
+                self._last_replay = time.monotonic()
+                log.error(
+                    "prediction log: writing failed (attempt %d; %d rows kept, still in their journals); "
+                    "retrying in %.1f s: %s",
+                    self.writer_failures,
+                    len(pending),
+                    delay,
+                    self.writer_problem,
+                    exc_info=self.writer_failures == 1,  # the traceback once, then one line per attempt
+                )
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Insert, or spool when the database cannot take them; raises when neither works (rows kept)."""
         try:
             self._insert(rows)
         except Exception as exc:  # any database failure: keep the rows on disk, never lose them
@@ -208,7 +298,15 @@ class PredictionLog:
                 "prediction log: database unavailable (%s); spooling %d rows", exc.__class__.__name__, len(rows)
             )
             self._migrated = False
-            self._spool(rows)
+            if time.monotonic() - self._spool_refused_at < SPOOL_RETRY_SECONDS:
+                # The rows are in their journals already: copying them into a spool the disk just refused
+                # would fill it again and again, refusing the requests that journal meanwhile.
+                raise OSError(f"database down, spool disk full: {len(rows)} rows wait") from exc
+            try:
+                self._spool(rows)
+            except OSError:
+                self._spool_refused_at = time.monotonic()
+                raise
 
     def _connect(self) -> Engine:
         if self._engine is None:
@@ -261,12 +359,26 @@ class PredictionLog:
     def _spool(self, rows: list[dict[str, Any]]) -> None:
         name = f"predictions-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
         partial = self.spool_dir / (name + ".part")
-        with partial.open("w", encoding="utf-8") as fh:
-            fh.writelines(_json_line(row) for row in rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-        partial.replace(self.spool_dir / name)
+        try:
+            with partial.open("w", encoding="utf-8") as fh:
+                fh.writelines(_json_line(row) for row in rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+            partial.replace(self.spool_dir / name)
+        finally:
+            partial.unlink(missing_ok=True)  # a spool file that could not be completed leaves nothing
         self.spooled += len(rows)
+
+    def _remove_stale_parts(self) -> None:
+        """``.part`` files of processes that died while writing them (an unfinished spool file holds rows that
+        are still in that process's journal)."""
+        for path in self.spool_dir.glob(f"predictions-*{SPOOL_SUFFIX}.part"):
+            try:
+                pid = int(path.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if pid != os.getpid() and not _process_alive(pid):
+                path.unlink(missing_ok=True)
 
     def _replay_spool(self) -> None:
         """Insert spooled files (oldest first) once the database answers; stop at the first failure."""
@@ -277,7 +389,7 @@ class PredictionLog:
                 path.rename(claimed)  # atomic: two workers never replay the same file
             except FileNotFoundError:
                 continue
-            rows = [_row_from_json(line) for line in claimed.read_text(encoding="utf-8").splitlines() if line]
+            rows = _rows_of(claimed)
             try:
                 self._insert(rows)
             except Exception:
@@ -351,6 +463,19 @@ def _bulk_insert_statement(engine: Engine) -> sa.TextClause:
             "WHERE true ON CONFLICT (request_id, record_index) DO NOTHING"
         )
     raise ValueError(f"the prediction log supports PostgreSQL and SQLite, not {engine.dialect.name}")
+
+
+def _rows_of(path: Path) -> list[dict[str, Any]]:
+    """A spool file's rows; a line that is not a whole row (a journal cut by a crash mid-write) is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line:
+            continue
+        try:
+            rows.append(_row_from_json(line))
+        except (ValueError, KeyError, TypeError):
+            log.error("prediction log: skipped a line of %s that is not a whole row", path.name)
+    return rows
 
 
 def _row_from_json(line: str) -> dict[str, Any]:
