@@ -61,10 +61,13 @@ class Explanation(Body):
 
 
 class Reloading(Body):
-    """``POST /reload``: accepted; workers are replaced gracefully with the payload's version."""
+    """``POST /reload``: accepted; workers are replaced gracefully with the payload's version. Reloads
+    coalesce: while one is in flight another call starts none (``already_in_progress``)."""
 
     status: Literal["reloading"] = "reloading"
     payload_version: str | None
+    already_in_progress: bool = False
+    detail: str | None = None
 
 
 class FieldError(Body):

@@ -13,6 +13,7 @@ settings, hooks and the process that runs it all are :mod:`mlops.core.serving.pr
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import hmac
@@ -20,6 +21,7 @@ import io
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,10 +44,18 @@ from mlops.core.data.schema import FeatureSchema
 from mlops.core.serving import api_bodies, openapi
 from mlops.core.serving.explanations import ExplanationUnavailable, explain
 from mlops.core.serving.model_card import ModelCard, ModelCardError, ServedModel
-from mlops.core.serving.prediction_log import PredictionLog, ScoredBatch
+from mlops.core.serving.prediction_log import JournalUnavailable, PredictionLog, ScoredBatch
+from mlops.core.serving.reload_state import RELOAD_STATE, ReloadState, state_path
 from mlops.core.serving.request_errors import RequestError
 from mlops.core.serving.request_validation import RecordValidator
 from mlops.core.serving.scoring import Scorer, decisions, schema_probe, scorer_for
+
+# gunicorn's arbiter imports this module (predictor_server reads ARBITER_PID), so what is imported here is
+# inherited by every forked worker. skops (MLflow's default model format) takes 1-2 s of CPU to import,
+# walking every scikit-learn estimator: paid once in the arbiter, not by every worker of every reload, where
+# it competed with the workers still serving.
+with contextlib.suppress(ImportError):
+    import skops.io  # noqa: F401
 
 log = logging.getLogger(__name__)
 ARBITER_PID = "GUNICORN_ARBITER_PID"  # app.config key, set by the gunicorn config's post_worker_init
@@ -55,6 +65,7 @@ CSV_TYPE = "text/csv"
 FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
+RELOAD_BOOT_NICE = 10  # a worker booting during a reload loads the model at this niceness (its thread only)
 BIG_BODY_BYTES = 1_000_000  # parsing more than this pauses the garbage collector (see collection_paused)
 
 
@@ -143,6 +154,27 @@ def load_model(payload_dir: Path, settings: Settings) -> DeployedModel:
     return DeployedModel(card, schema, scorer, validator, card.threshold)
 
 
+def load_yielding(payload_dir: Path, settings: Settings) -> DeployedModel:
+    """:func:`load_model` on a thread of lower priority (Linux sets niceness per thread): a worker booting
+    during a reload leaves the CPU to the old workers, which serve until it is ready (predictor_worker)."""
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RELOAD_BOOT_NICE)
+        try:
+            outcome["model"] = load_model(payload_dir, settings)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    loader = threading.Thread(target=load, name="reload-boot")
+    loader.start()
+    loader.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["model"]
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
 
@@ -159,8 +191,10 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     app.config["MAX_CONTENT_LENGTH"] = settings.serving.max_body_bytes
     model: DeployedModel | None = None
     not_ready = ""
-    try:
-        model = load_model(payload, settings)
+    reloads = ReloadState(state_path(settings.work_dir, settings.serving.port))
+    try:  # under gunicorn the parent is the arbiter: is this worker booting for a reload, old ones serving?
+        reloading = reloads.in_flight(reloads.current(), os.getppid())
+        model = load_yielding(payload, settings) if reloading else load_model(payload, settings)
     except PayloadError as exc:
         not_ready = str(exc)
         log.warning("predictor not ready: %s", not_ready)
@@ -172,6 +206,11 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     ).start()
     app.extensions["prediction_log"] = prediction_log
     app.extensions["model"] = model
+    app.extensions[RELOAD_STATE] = reloads
+    try:  # a reload ends once its new workers get here
+        reloads.worker_booted(os.getppid(), os.getpid())
+    except OSError as exc:
+        log.warning("the reload state %s cannot be updated: %s", reloads.path, exc)
 
     @app.before_request
     def _start_clock() -> None:
@@ -244,7 +283,10 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         if scored is not None:
             # On disk before the answer leaves (a crash after it loses nothing); queued for the database
             # once the answer is sent, so the writer thread never competes with the request for the GIL.
-            segment = prediction_log.journal(scored)
+            try:
+                segment = prediction_log.journal(scored)
+            except JournalUnavailable as exc:  # not on disk: not answered (an answer is always logged)
+                return _error(503, f"refused, nothing was answered or logged: {exc}")
             response.call_on_close(lambda: prediction_log.submit(scored, segment))
         return response
 
@@ -256,6 +298,9 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
     def ready() -> Response:
         if model is None:
             return _json(api_bodies.dump(api_bodies.Readiness(ready=False, reason=not_ready)), 503)
+        problem = prediction_log.problem()  # e.g. the spool disk is full: requests would be refused
+        if problem:
+            return _json(api_bodies.dump(api_bodies.Readiness(ready=False, reason=problem)), 503)
         ready = api_bodies.Readiness(ready=True, model_name=model.name, model_version=model.version)
         return _json(api_bodies.dump(ready))
 
@@ -345,12 +390,32 @@ def create_app(settings: Settings | None = None, payload_dir: Path | None = None
         arbiter = app.config.get(ARBITER_PID)
         if not arbiter:
             raise RequestError(503, "reload needs the gunicorn server (this app is not running under it)")
+        # Coalesced: one reload in flight across the workers; the others are told so at once.
+        state = reloads.current()
+        started = False
+        if not reloads.in_flight(state, int(arbiter)):  # checked again under the lock by begin()
+            try:
+                upcoming: str | None = read_card(payload).version
+            except PayloadError:
+                upcoming = None
+            started, state = reloads.begin(int(arbiter), settings.serving.workers, upcoming)
+        if not started:
+            assert state is not None
+            since = max(time.time() - float(state["started"]), 0.0)
+            running = api_bodies.Reloading(
+                payload_version=state.get("version"),
+                already_in_progress=True,
+                detail=f"a reload started {since:.1f} s ago is still in progress (loading version "
+                f"{state.get('version')}); this request started none",
+            )
+            return _json(api_bodies.dump(running), 202)
         try:
-            upcoming: str | None = read_card(payload).version
-        except PayloadError:
-            upcoming = None
-        os.kill(int(arbiter), signal.SIGHUP)  # graceful: new workers load the payload, old ones finish
-        return _json(api_bodies.dump(api_bodies.Reloading(payload_version=upcoming)), 202)
+            os.kill(int(arbiter), signal.SIGHUP)  # graceful: new workers load the payload, old ones finish
+        except OSError:
+            reloads.cancel(int(arbiter))
+            raise
+        body = api_bodies.Reloading(payload_version=upcoming, detail="reload started: new workers load the payload")
+        return _json(api_bodies.dump(body), 202)
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:
