@@ -300,7 +300,7 @@ def _start_all(
     # the servers get only their own secrets (confine).
     os.environ.update(env)
     stacked = config.load(settings.source_file, environ={**os.environ, **env})
-    replace_payload = check_served_model(stacked, urls["mlflow"], say, discard_served_model)
+    replace_payload = check_served_model(stacked, urls["mlflow"], say, discard_served_model, settings.tracking_uri)
 
     # Servers that need only the database start together (their imports dominate on a small machine);
     # the predictor waits for MLflow, which tells it the champion. Each must then answer its health check.
@@ -383,7 +383,11 @@ def foreign_to_running_stack(settings: Settings) -> str | None:
 
 
 def check_served_model(
-    settings: Settings, registry_url: str, say: Callable[[str], None], discard: bool = False
+    settings: Settings,
+    registry_url: str,
+    say: Callable[[str], None],
+    discard: bool = False,
+    configured_registry: str | None = None,
 ) -> str | None:
     """Before the predictor starts: is the model in its payload the champion of the registry at ``registry_url``
     (MLflow's backend store, read directly: the server is not up yet)?
@@ -391,8 +395,9 @@ def check_served_model(
     Returns the champion's version when the payload must be rewritten for it (it holds another version, or the
     same number from another registry: its run differs), else None. A payload holding a model while this
     registry has no champion would let the next retrain be promoted with no comparison: refused
-    (:class:`ServedModelMismatch`, saying how to open the stores the model came from), unless ``discard``,
-    which moves the payload's model aside.
+    (:class:`ServedModelMismatch`, saying how to open the stores the model came from: ``configured_registry``,
+    the registry the configuration names without the stack, default ``settings``'), unless ``discard``, which
+    moves the payload aside.
     """
     from mlflow import MlflowClient
 
@@ -424,18 +429,18 @@ def check_served_model(
         folder.rename(aside)
         say(f"moved the payload holding {served} to {aside}: this stack's registry has no champion yet")
         return None
-    hint = ""
-    configured = settings.tracking_uri
+    ways = []
+    configured = configured_registry or settings.tracking_uri
     if configured != registry_url and configured.startswith("sqlite:///"):
-        hint = (
-            f"\n  - open the stores it came from (the configured ones, {configured}, where `make demo` registers): "
+        ways.append(
+            f"open the stores it came from (the configured ones, {configured}, where `make demo` registers): "
             "MLOPS_STACK__DATABASE=sqlite python -m mlops up"
         )
+    ways.append("start with no model served (the payload is moved aside): python -m mlops up --discard-served-model")
     raise ServedModelMismatch(
         f"refusing to start: the predictor's payload {folder / MODEL_JSON} holds {served}, but the registry this "
         f"stack runs ({where}) has no champion of {name}. Serving it would let the next retrain be promoted with "
-        f"no comparison. Either:{hint}\n  - or start with no model served (the payload is moved aside): "
-        "python -m mlops up --discard-served-model"
+        "no comparison. Either\n  - " + "\n  - or ".join(ways)
     )
 
 
@@ -446,7 +451,8 @@ def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
     clients are gone. Returns what was stopped, each with the seconds it took to go.
     """
     began = time.monotonic()
-    stop_supervisor(state, timeout)
+    if stop_supervisor(state, timeout):
+        state = State.load(run) or state  # the pids it last recorded (a service it started again)
     for service in state.services:  # a leader gone, its group left (an orphaned gunicorn worker): as a crash would
         if not service.is_running():
             for process in service.remains():
