@@ -11,6 +11,7 @@ which therefore never imports ``tests/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -99,9 +100,12 @@ def wait_for_rows(url: str, expected: int, timeout: float = 60.0) -> int:
 
 
 def listening(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of every listening TCP socket of the process group led by ``pid``."""
+    """(address, port) of every listening TCP socket of the process group led by ``pid`` and of every process it
+    started (the predictor's nginx runs in a session of its own)."""
     group = os.getpgid(pid)
     pids = {p.pid for p in psutil.process_iter() if _pgid(p.pid) == group}
+    with contextlib.suppress(psutil.Error):
+        pids |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
     return [
         (c.laddr.ip, c.laddr.port)
         for c in psutil.net_connections(kind="inet")

@@ -241,7 +241,7 @@ def install(trigger_bytes: int, on_oversized_trigger: Callable[[Any, int], None]
     server.make_app = make_app
 
 
-TOKEN_PLACEHOLDER = "[API_TOKEN_PLACEHOLDER]"  # what Mage's own HIDE_API_TRIGGER_TOKEN shows
+MASK = "[API_TOKEN_PLACEHOLDER]"  # what Mage's own HIDE_API_TRIGGER_TOKEN shows
 
 
 def hide_trigger_tokens() -> None:
@@ -268,4 +268,4 @@ def hide_trigger_tokens() -> None:
     presenter.prepare_present = present
     presenter._mlops_patched = True
     run: Any = PipelineRun
-    run.pipeline_schedule_token = property(lambda self: TOKEN_PLACEHOLDER)
+    run.pipeline_schedule_token = property(lambda self: MASK)
