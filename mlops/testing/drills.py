@@ -231,7 +231,8 @@ def worker_kill(
 
     def kill_one() -> None:
         time.sleep(0.5)
-        worker = psutil.Process(arbiter_pid).children()[0]
+        arbiter = psutil.Process(arbiter_pid)  # a gunicorn worker, never the nginx the arbiter also started
+        worker = next(child for child in arbiter.children() if child.exe() == arbiter.exe())
         killed.append(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
 
