@@ -23,6 +23,7 @@ import requests
 from mlops.core import services
 from mlops.core.config import Settings
 from mlops.core.platform import stack
+from mlops.core.platform.stack_environment import confine
 from mlops.core.platform.stack_processes import supervisor_process
 from mlops.core.platform.stack_state import Service, State
 from mlops.testing.drills import duplicated_rows, logged_rows
@@ -42,7 +43,7 @@ def supervised_predictor(settings: Settings, run: Path, env: dict[str, str], por
     try:
         stack.launch(state, run, proc, url, f"{url}/health")
         services.wait_http(f"{url}/ready", proc, timeout=240)
-        supervisor = stack.confine(supervisor_process(settings, run)).start()
+        supervisor = confine(supervisor_process(settings, run)).start()
         created = psutil.Process(supervisor.pid).create_time()
         state.supervisor = Service("supervisor", supervisor.pid, created, "", "", str(supervisor.log_path))
         state.save(run)

@@ -27,7 +27,10 @@ from mlops.core.data import features, preparation, schema
 from mlops.core.data.validation import DataValidationError
 from mlops.core.lifecycle import batch_scoring
 from mlops.core.platform import stack, stack_supervisor
+from mlops.core.platform.stack_environment import confine
+from mlops.core.platform.stack_errors import PortTaken, ServedModelMismatch
 from mlops.core.platform.stack_processes import supervisor_process
+from mlops.core.platform.stack_served_model import check_served_model, foreign_to_running_stack
 from mlops.core.platform.stack_state import STATE_FILE, Service, State
 from tests.conftest import ROOT
 from tests.conftest import run_cli as mlops
@@ -60,7 +63,7 @@ def _service_with_a_child(run: Path, state: State) -> None:
 
 
 def _start_supervisor(run: Path, state: State) -> None:
-    supervisor = stack.confine(supervisor_process(config.load(), run)).start()
+    supervisor = confine(supervisor_process(config.load(), run)).start()
     created = psutil.Process(supervisor.pid).create_time()
     state.supervisor = Service("supervisor", supervisor.pid, created, "", "", str(supervisor.log_path))
     state.save(run)
@@ -130,7 +133,7 @@ def test_up_after_a_crash_cleans_the_stale_state_instead_of_refusing(tmp_path: P
             }
         )
         said: list[str] = []
-        with pytest.raises(stack.PortTaken):
+        with pytest.raises(PortTaken):
             stack.up(settings, say=said.append)
     assert any("no supervisor" in line and "streamlit" in line for line in said), said
     assert wait(lambda: all(gone(p) for p in leftovers))
@@ -152,7 +155,7 @@ def test_each_service_process_gets_only_its_own_secrets(tmp_path: Path, monkeypa
     dump = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
     seen = {}
     for name in ("postgres", "mlflow", "mage", "predictor", "streamlit", "supervisor"):
-        proc = stack.confine(services.ManagedProcess(name, dump, tmp_path / f"{name}.log", env=dict(SECRET_VALUES)))
+        proc = confine(services.ManagedProcess(name, dump, tmp_path / f"{name}.log", env=dict(SECRET_VALUES)))
         proc.start()
         assert proc.process is not None and proc.process.wait(timeout=30) == 0
         env = json.loads(proc.log_path.read_text())
@@ -222,13 +225,13 @@ def test_a_payload_from_another_registry_is_refused_named_or_discarded(
     settings, run_id = demo_like
     empty = f"sqlite:///{tmp_path / 'stack-mlflow.db'}"  # the registry a fresh `up` runs: no champion
     said: list[str] = []
-    with pytest.raises(stack.ServedModelMismatch) as refused:
-        stack.check_served_model(settings, empty, said.append)
+    with pytest.raises(ServedModelMismatch) as refused:
+        check_served_model(settings, empty, said.append)
     message = str(refused.value)
     assert f"v1 (run {run_id})" in message and "has no champion" in message
     assert "MLOPS_STACK__DATABASE=sqlite python -m mlops up" in message and "--discard-served-model" in message
-    assert stack.check_served_model(settings, settings.tracking_uri, said.append) is None  # its own registry
-    assert stack.check_served_model(settings, empty, said.append, discard=True) is None
+    assert check_served_model(settings, settings.tracking_uri, said.append) is None  # its own registry
+    assert check_served_model(settings, empty, said.append, discard=True) is None
     payload = Path(settings.serving.payload_dir)
     assert not (payload / "model.json").exists()
     assert list(tmp_path.glob("payload.discarded-*/model.json"))
@@ -243,7 +246,7 @@ def test_a_payload_of_the_same_version_number_from_another_run_is_replaced(
     card["run_id"] = "0" * 32
     (Path(settings.serving.payload_dir) / "model.json").write_text(json.dumps(card))
     said: list[str] = []
-    assert stack.check_served_model(settings, settings.tracking_uri, said.append) == "1"
+    assert check_served_model(settings, settings.tracking_uri, said.append) == "1"
     assert "not this registry's champion v1" in said[0]
 
 
@@ -274,7 +277,7 @@ def test_commands_that_deploy_refuse_beside_a_stack_on_another_registry(
             assert cli.main(command) == 2, command
             assert "the native stack is up" in capsys.readouterr().err, command
         pointed = config.load(environ={**env, "MLOPS_STORES__TRACKING_URI": "http://127.0.0.1:1"})
-        assert stack.foreign_to_running_stack(pointed) is None  # a shell pointed at the stack (stack.env) may deploy
+        assert foreign_to_running_stack(pointed) is None  # a shell pointed at the stack (stack.env) may deploy
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -40,9 +40,9 @@ def cmd_data(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def refused_beside_the_stack(settings: config.Settings) -> bool:
     """True (and says why) when the native stack runs on another registry than this command would change."""
-    from mlops.core.platform import stack
+    from mlops.core.platform import stack_served_model
 
-    why = stack.foreign_to_running_stack(settings)
+    why = stack_served_model.foreign_to_running_stack(settings)
     if why is not None:
         err.print(f"[red]refusing:[/red] {why}", highlight=False)
     return why is not None
@@ -149,14 +149,14 @@ def cmd_config(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
     from mlops.core import services
-    from mlops.core.platform import stack, stack_state
+    from mlops.core.platform import stack, stack_errors, stack_state
 
     try:
         stack.up(settings, say=console.print, discard_served_model=args.discard_served_model)
-    except (stack.PortTaken, stack.ServedModelMismatch) as exc:
+    except (stack_errors.PortTaken, stack_errors.ServedModelMismatch) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return BAD_INPUT
-    except (stack.StackError, services.ServiceError) as exc:
+    except (stack_errors.StackError, services.ServiceError) as exc:
         err.print(f"[red]the stack did not come up:[/red] {exc}", highlight=False)
         return 1
     console.print(stack.status_table(stack.status(settings)))

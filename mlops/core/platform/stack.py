@@ -12,8 +12,9 @@ still belongs to the process that was started; ``status`` asks every service's h
 ``up`` leaves a supervisor running (:mod:`mlops.core.platform.stack_supervisor`): a service that dies is started
 again, with backoff, as compose's restart policy does. A state whose supervisor is gone (a crash, a reboot, a
 kill) is stale: ``up`` stops what is left of it and starts afresh. Each service's environment holds only the
-secrets :data:`SERVICE_SECRETS` gives it. Before the predictor starts, the model its payload holds must be the
-champion of the registry this stack runs (:func:`check_served_model`), else ``up`` refuses and says why.
+secrets :data:`~mlops.core.platform.stack_environment.SERVICE_SECRETS` gives it. Before the predictor starts, the
+model its payload holds must be the champion of the registry this stack runs
+(:func:`~mlops.core.platform.stack_served_model.check_served_model`), else ``up`` refuses and says why.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 import requests
-import sqlalchemy as sa
 from rich.table import Table
 
 from mlops.core import config, services
@@ -43,6 +42,9 @@ from mlops.core.platform.local_postgres import (
     start_system_postgres,
     wait_postgres,
 )
+from mlops.core.platform.stack_environment import confine, service_environment
+from mlops.core.platform.stack_errors import StackError
+from mlops.core.platform.stack_ports import check_ports, planned_ports
 from mlops.core.platform.stack_processes import (
     grafana_binary,
     grafana_process,
@@ -50,6 +52,7 @@ from mlops.core.platform.stack_processes import (
     streamlit_process,
     supervisor_process,
 )
+from mlops.core.platform.stack_served_model import check_served_model
 from mlops.core.platform.stack_state import (
     ENV_FILE,
     SECRETS_FILE,
@@ -63,106 +66,8 @@ from mlops.core.serving import native_predictor
 
 HEALTH_TIMEOUT = {"postgres": 60.0, "mlflow": 180.0, "mage": 300.0, "predictor": 120.0, "streamlit": 120.0}
 
-# The secrets each service's environment holds; every other variable holding a secret (by name, or a URL with a
-# password) is left out of it. docs/reliability.md ("Secrets per service") says why each needs each.
-DB_URL = "MLOPS_STORES__MONITORING_DB"  # the monitoring database: with PostgreSQL its URL holds the password
-SERVICE_SECRETS: dict[str, frozenset[str]] = {
-    "postgres": frozenset(),  # its password was set once by initdb, from a file deleted at once
-    "mlflow": frozenset({"MLFLOW_BACKEND_STORE_URI"}),
-    "mage": frozenset(
-        {
-            "MAGE_DATABASE_CONNECTION_URL",  # Mage's own database
-            "DEFAULT_OWNER_PASSWORD",  # Mage creates its owner login with it on the first start
-            DB_URL,  # the monitor and retrain pipelines write the monitoring database
-            "MLOPS_SECRETS__RELOAD_TOKEN",  # deploy asks the predictor to reload
-        }
-    ),
-    "predictor": frozenset({DB_URL, "MLOPS_SECRETS__RELOAD_TOKEN"}),  # it logs predictions; /reload checks it
-    "streamlit": frozenset({DB_URL}),  # the monitoring page reads it
-    "grafana": frozenset(
-        {
-            "GF_SECURITY_ADMIN_PASSWORD",
-            "GRAFANA_DB_PASSWORD",  # its datasource
-            "MLOPS_SECRETS__RETRAIN_TOKEN",  # its contact point calls the retrain trigger
-        }
-    ),
-    "supervisor": frozenset(),  # it reads each service's environment from state.json
-}
-
-
-class StackError(RuntimeError):
-    """``up`` refused or failed; the message says why and what to do."""
-
-
-class PortTaken(StackError):
-    """A port the stack needs is in use by something else."""
-
-
-class ServedModelMismatch(StackError):
-    """The predictor would serve a model that is not the champion of the registry the stack runs."""
-
-
-# ---- ports -------------------------------------------------------------------------------------------
-
-
-def mage_port(settings: Settings) -> int:
-    return urlsplit(settings.orchestration.mage_url).port or 6789
-
-
-def planned_ports(settings: Settings, database: str) -> dict[str, tuple[int, str]]:
-    """Service -> (port, the configuration key that sets it)."""
-    ports = {
-        "mlflow": (settings.stack.mlflow_port, "MLOPS_STACK__MLFLOW_PORT"),
-        "mage": (mage_port(settings), "MLOPS_ORCHESTRATION__MAGE_URL"),
-        "predictor": (settings.serving.port, "MLOPS_SERVING__PORT (and MLOPS_SERVING__URL)"),
-        "streamlit": (settings.stack.streamlit_port, "MLOPS_STACK__STREAMLIT_PORT"),
-    }
-    if database == "postgres":
-        ports["postgres"] = (settings.stack.postgres_port, "MLOPS_STACK__POSTGRES_PORT")
-    if grafana_binary() and database != "sqlite":
-        ports["grafana"] = (settings.stack.grafana_port, "MLOPS_STACK__GRAFANA_PORT")
-    return ports
-
-
-def check_ports(ports: dict[str, tuple[int, str]]) -> None:
-    taken = [
-        f"port {port} ({name}) is in use: stop what listens there or set {key}"
-        for name, (port, key) in ports.items()
-        if services.port_in_use(port)
-    ]
-    seen: dict[int, str] = {}
-    for name, (port, key) in ports.items():
-        if port in seen:
-            taken.append(f"port {port} is configured for both {seen[port]} and {name}: change {key}")
-        seen[port] = name
-    if taken:
-        raise PortTaken("refusing to start:\n  " + "\n  ".join(taken))
-
 
 # ---- the stack ------------------------------------------------------------------------------------------
-
-
-def service_environment(settings: Settings, urls: dict[str, str], keys: dict[str, str]) -> dict[str, str]:
-    """What every service (and a shell that sources stack.env) needs to find the others."""
-    env = {
-        "MLOPS_STORES__TRACKING_URI": f"http://127.0.0.1:{settings.stack.mlflow_port}",
-        "MLOPS_STORES__MONITORING_DB": urls["monitoring"],
-        "MLOPS_SECRETS__RELOAD_TOKEN": keys["MLOPS_SECRETS__RELOAD_TOKEN"],
-        "MLOPS_SECRETS__RETRAIN_TOKEN": keys["MLOPS_SECRETS__RETRAIN_TOKEN"],
-        "MLOPS_SECRETS__MAGE_OWNER_PASSWORD": keys["MLOPS_SECRETS__MAGE_OWNER_PASSWORD"],
-        # the stack runs the predictor itself: deploy reloads it, never starts a second one
-        "MLOPS_DEPLOY__START_PREDICTOR": "false",
-        "MAGE_DATA_DIR": os.environ.get("MAGE_DATA_DIR", str(settings.work_dir / "mage_data")),
-    }
-    return env
-
-
-def confine(proc: services.ManagedProcess) -> services.ManagedProcess:
-    """``proc`` with only the secrets :data:`SERVICE_SECRETS` gives it: none inherited from this process."""
-    allowed = SERVICE_SECRETS[proc.name]
-    proc.env = {k: v for k, v in proc.env.items() if k in allowed or not services.is_secret(k, v)}
-    proc.inherit_secrets = False
-    return proc
 
 
 def _spec(proc: services.ManagedProcess) -> dict[str, object]:
@@ -357,91 +262,6 @@ def _start_all(
     )
     state.save(run)
     say("the supervisor restarts a service that exits (logs/supervisor.log)")
-
-
-# ---- the registry, the alias and the served model agree --------------------------------------------------
-
-
-def foreign_to_running_stack(settings: Settings) -> str | None:
-    """Why a command that changes the champion or the payload (demo, deploy, rollback, payload, run deploy |
-    retrain) refuses: the native stack runs, and ``settings`` point at a registry other than its own, so the
-    command would promote in one registry while the stack's predictor serves (and its supervisor restarts it on)
-    the payload they share. None when the stack is not running or this shell points at it."""
-    run = run_folder(settings)
-    state = State.load(run)
-    if state is None or not any(s.is_running() for s in state.services):
-        return None
-    mlflow = next((s for s in state.services if s.name == "mlflow"), None)
-    if mlflow is None or settings.tracking_uri.rstrip("/") == mlflow.url.rstrip("/"):
-        return None
-    return (
-        f"the native stack is up (run folder {run}): its predictor serves the champion of its registry at "
-        f"{mlflow.url}, and this command would use {settings.tracking_uri}, so the registry, its champion and the "
-        f"served model would disagree. Point this shell at the stack (set -a; . {run / ENV_FILE}; set +a) or stop "
-        "it first (python -m mlops down)"
-    )
-
-
-def check_served_model(
-    settings: Settings,
-    registry_url: str,
-    say: Callable[[str], None],
-    discard: bool = False,
-    configured_registry: str | None = None,
-) -> str | None:
-    """Before the predictor starts: is the model in its payload the champion of the registry at ``registry_url``
-    (MLflow's backend store, read directly: the server is not up yet)?
-
-    Returns the champion's version when the payload must be rewritten for it (it holds another version, or the
-    same number from another registry: its run differs), else None. A payload holding a model while this
-    registry has no champion would let the next retrain be promoted with no comparison: refused
-    (:class:`ServedModelMismatch`, saying how to open the stores the model came from: ``configured_registry``,
-    the registry the configuration names without the stack, default ``settings``'), unless ``discard``, which
-    moves the payload aside.
-    """
-    from mlflow import MlflowClient
-
-    from mlops.core.serving.model_card import MODEL_JSON, ModelCard
-    from mlops.core.serving.payload import payload_dir
-    from mlops.core.training import registry
-
-    folder = payload_dir(settings)
-    card = ModelCard.read(folder)
-    if card is None:
-        return None
-    registry.quiet_mlflow()
-    name = settings.training.model_name
-    client = MlflowClient(tracking_uri=registry_url, registry_uri=registry_url)
-    champion = registry.version_by_alias(client, name, registry.CHAMPION)
-    served = f"{card.name} v{card.version} (run {card.run_id})"
-    if champion is not None:
-        run_id = champion.tags.get("candidate_run_id")
-        if card.name == name and card.version == str(champion.version) and card.run_id == run_id:
-            return None
-        say(
-            f"the payload in {folder} held {served}, not this registry's champion v{champion.version} (run {run_id}): "
-            "the predictor will serve the champion"
-        )
-        return str(champion.version)
-    where = sa.make_url(registry_url).render_as_string(hide_password=True)
-    if discard:
-        aside = folder.with_name(f"{folder.name}.discarded-{time.strftime('%Y%m%dT%H%M%S')}")
-        folder.rename(aside)
-        say(f"moved the payload holding {served} to {aside}: this stack's registry has no champion yet")
-        return None
-    ways = []
-    configured = configured_registry or settings.tracking_uri
-    if configured != registry_url and configured.startswith("sqlite:///"):
-        ways.append(
-            f"open the stores it came from (the configured ones, {configured}, where `make demo` registers): "
-            "MLOPS_STACK__DATABASE=sqlite python -m mlops up"
-        )
-    ways.append("start with no model served (the payload is moved aside): python -m mlops up --discard-served-model")
-    raise ServedModelMismatch(
-        f"refusing to start: the predictor's payload {folder / MODEL_JSON} holds {served}, but the registry this "
-        f"stack runs ({where}) has no champion of {name}. Serving it would let the next retrain be promoted with "
-        "no comparison. Either\n  - " + "\n  - or ".join(ways)
-    )
 
 
 def stop(state: State, run: Path, timeout: float = 30.0) -> list[str]:
