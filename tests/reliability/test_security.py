@@ -87,9 +87,10 @@ def test_native_services_default_to_loopback() -> None:
         assert url.split("//", 1)[1].startswith("127.0.0.1:"), url
     assert services.mlflow_server.__defaults__ == ("127.0.0.1",)
     sources = {
-        "stack.py": "".join(
-            (ROOT / "mlops/core/platform" / name).read_text()
-            for name in ("stack.py", "local_postgres.py", "stack_processes.py", "stack_state.py")
+        "stack.py": "".join(  # every module of the native stack, however it is split
+            path.read_text()
+            for path in sorted((ROOT / "mlops/core/platform").glob("*.py"))
+            if path.name.startswith("stack") or path.name == "local_postgres.py"
         ),
         "services.py": (ROOT / "mlops/core/services.py").read_text(),
         "orchestration.py": (ROOT / "mlops/core/platform/orchestration.py").read_text(),
