@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from mlops.core import config, services
 from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import drift_metrics, monitored_inputs, store
-from mlops.core.serving import prediction_log
+from mlops.core.serving import prediction_log, prediction_spool
 from mlops.testing.drills import ThrowawayPostgres, load, logged_rows, slow_clients, wait_for_rows, worker_kill
 
 from .conftest import Predictor
@@ -120,7 +120,7 @@ def test_the_database_stopped_under_load_loses_nothing(
         time.sleep(1.0)
         throwaway_postgres.stop()
         time.sleep(4.0)  # the load goes on against a dead database
-        spooled_while_down.append(len(prediction_log.spooled_files(predictor.spool_dir)))
+        spooled_while_down.append(len(prediction_spool.spooled_files(predictor.spool_dir)))
         throwaway_postgres.start()
 
     try:
@@ -134,9 +134,9 @@ def test_the_database_stopped_under_load_loses_nothing(
     assert wait_for_rows(monitoring_db, expected, timeout=90) == expected  # replayed, no row lost or doubled
     assert logged_rows(monitoring_db, result.request_ids) == result.records_sent
     deadline = time.monotonic() + 30
-    while prediction_log.spooled_files(predictor.spool_dir) and time.monotonic() < deadline:
+    while prediction_spool.spooled_files(predictor.spool_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert prediction_log.spooled_files(predictor.spool_dir) == []
+    assert prediction_spool.spooled_files(predictor.spool_dir) == []
 
 
 # ---- MLflow stopped ---------------------------------------------------------------------------------------
@@ -274,6 +274,6 @@ def test_a_row_the_database_refuses_does_not_block_the_spool(
         assert wait_for_rows(url, 29, timeout=30) == 29  # every row but the refused one
     finally:
         log.close()
-    assert prediction_log.spooled_files(log.spool_dir) == []
-    (rejected,) = log.spool_dir.glob(f"*{prediction_log.REJECTED_SUFFIX}")
+    assert prediction_spool.spooled_files(log.spool_dir) == []
+    (rejected,) = log.spool_dir.glob(f"*{prediction_spool.REJECTED_SUFFIX}")
     assert "ma\\u0000y" in rejected.read_text()

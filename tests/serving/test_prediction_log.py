@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from mlops.core import config, services
 from mlops.core.monitoring import store
-from mlops.core.serving import prediction_log, scoring
+from mlops.core.serving import prediction_log, prediction_spool, scoring
 from mlops.testing.payloads import write_local_payload
 
 from .conftest import Predictor
@@ -93,11 +93,11 @@ def test_database_outage_spools_and_flushes_later(
         for i in range(25):  # two records each: 50 rows to keep
             response = predictor.post("/predict", json=records[2 * i : 2 * i + 2])
             assert response.status_code == 200, response.text
-        assert wait_until(lambda: len(prediction_log.spooled_files(predictor.spool_dir)) > 0)
+        assert wait_until(lambda: len(prediction_spool.spooled_files(predictor.spool_dir)) > 0)
     finally:
         set_connections_allowed(postgres_server, database, True)
 
-    assert wait_until(lambda: count_rows(url) == 70 and not prediction_log.spooled_files(predictor.spool_dir))
+    assert wait_until(lambda: count_rows(url) == 70 and not prediction_spool.spooled_files(predictor.spool_dir))
     time.sleep(1)
     assert count_rows(url) == 70  # exactly: replays never duplicate
 
@@ -155,12 +155,12 @@ def test_rows_answered_by_a_killed_process_are_recovered_once(make_database, tmp
     survivor = prediction_log.PredictionLog(url, spool, flush_seconds=0.2).start()
     try:
         assert wait_until(lambda: count_rows_or_zero(url) == 7, timeout=30)
-        survivor._recover_journals()  # a second pass finds nothing more to add
+        prediction_spool.recover_journals(spool)  # a second pass finds nothing more to add
         time.sleep(1)
         assert count_rows_or_zero(url) == 7
     finally:
         survivor.close()
-    assert not list(spool.glob("journal-*")) and not prediction_log.spooled_files(spool)
+    assert not list(spool.glob("journal-*")) and not prediction_spool.spooled_files(spool)
 
 
 def count_rows_or_zero(url: str) -> int:

@@ -9,34 +9,24 @@ keeps serving. Once the database answers again the spooled files are replayed. I
 rows: N scored records leave exactly N rows. :meth:`close` drains the queue (gunicorn's ``worker_exit``
 hook calls :func:`close_all`), so a graceful reload or shutdown loses nothing.
 
-A crash loses nothing either: before an answer is sent, :meth:`PredictionLog.journal` appends its rows to a
-journal file of this process in the spool folder (one ``write``, in the kernel's page cache once it returns,
-so it survives the process being killed; docs/reliability.md states the promise). The process holds an
-exclusive ``flock`` on its journal while it lives; a journal segment is deleted once every batch in it is in
-the database or the spool. A journal nobody holds belongs to a dead process: any predictor process that
-finds one (at start and on every flush) moves it into the spool, whose replay skips rows already stored.
-
-A full disk refuses, it never loses: a journal append that fails (no space, a read-only disk) is cut back to
-where it was and raises :class:`JournalUnavailable`, so the request is answered 503 instead of its
-prediction; :meth:`PredictionLog.problem` then names the reason for ``/ready`` until a write succeeds again.
+A crash loses nothing either, and a full disk refuses, it never loses: before an answer is sent,
+:meth:`PredictionLog.journal` appends its rows to this process's journal in the spool folder, or raises
+:class:`~mlops.core.serving.prediction_spool.JournalUnavailable` so the request is answered 503;
+:meth:`PredictionLog.problem` names the reason for ``/ready``. The journal, spool files, their claims and the
+recovery of dead processes' files are :mod:`mlops.core.serving.prediction_spool`.
 The writer thread never dies: any failure (database down and spool full) is logged, its rows stay in memory
 and in their journals, and it retries with backoff, so it resumes by itself when the disk or the database
-comes back. A spool file that cannot be completed is deleted (no ``.part`` stays behind; those of dead
-processes are removed at start and on every flush).
+comes back.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import fcntl
 import json
 import logging
-import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,21 +37,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mlops.core.monitoring import store
+from mlops.core.serving import prediction_spool
+from mlops.core.serving.prediction_spool import REJECTED_SUFFIX, Journal, JournalSegment
+from mlops.core.serving.prediction_spool import spooled_files as spooled_files  # still read here by benchmarks/soak.py
 
 log = logging.getLogger(__name__)
-SPOOL_SUFFIX = ".jsonl"
 BULK_ROWS = 5000  # rows per INSERT statement (one JSON document each)
-REJECTED_SUFFIX = ".rejected"  # rows the database refused (never retried; see _replay_spool)
-CLAIM_MARK = ".claimed-"  # <file>.jsonl.claimed-<pid>: being replayed by that process
-JOURNAL_PREFIX = "journal-"  # journal-<pid>-<random>.log: rows answered, not yet in the database or spool
-JOURNAL_SEGMENT_BYTES = 8 * 1024 * 1024
-PROBE_BYTES = 64 * 1024  # /ready's write test while the journal is failing
 MAX_BACKOFF_SECONDS = 5.0
 SPOOL_RETRY_SECONDS = 30.0  # after the spool disk refused a file: rows wait in their journals this long
-
-
-class JournalUnavailable(RuntimeError):
-    """The journal cannot be written (the message says why): the request must not be answered."""
 
 
 @dataclass(frozen=True)
@@ -92,48 +75,6 @@ class ScoredBatch:
             }
 
 
-def _json_line(row: dict[str, Any]) -> str:
-    return json.dumps({**row, "scored_at": row["scored_at"].isoformat()}) + "\n"
-
-
-class JournalSegment:
-    """One journal file of this process, locked while open; ``outstanding`` batches are not yet written."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / f"{JOURNAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.closed = False
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.discard()
-            raise
-        self.opened = time.monotonic()
-        self.size = 0
-        self.outstanding = 0
-        self.sealed = False  # no more batches go in; deleted once outstanding reaches 0
-
-    def append(self, text: str) -> None:
-        """All of it or none of it: a write cut short (no space) is truncated back and raises OSError."""
-        data = memoryview(text.encode("utf-8"))
-        written = 0
-        try:
-            while written < len(data):  # unbuffered: in the page cache once write(2) returns
-                written += os.write(self.fd, data[written:])
-        except OSError:
-            if written:
-                os.ftruncate(self.fd, self.size)  # no half batch a replay would misread
-            raise
-        self.size += len(data)
-        self.outstanding += 1
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)  # unbuffered: closing never writes, so it cannot fail on a full disk
-
-
 _STOP = object()
 _open_logs: list[PredictionLog] = []
 
@@ -151,62 +92,30 @@ class PredictionLog:
         self._last_replay = 0.0
         self.written = 0  # rows this process inserted (spool replays included)
         self.spooled = 0  # rows this process sent to the spool
-        self._journal_lock = threading.Lock()
-        self._segment: JournalSegment | None = None
-        self._journal_problem = ""  # why the last journal write failed ("" once one succeeds)
+        self._journal = Journal(spool_dir, flush_seconds)
         self.writer_problem = ""  # why the writer's last attempt failed ("" once one succeeds)
         self.writer_failures = 0
         self._spool_refused_at = -SPOOL_RETRY_SECONDS  # monotonic time the spool last failed (disk full)
 
     def start(self) -> PredictionLog:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_parts()
-        self._release_stale_claims()
-        self._recover_journals()
+        prediction_spool.remove_stale_parts(self.spool_dir)
+        prediction_spool.release_stale_claims(self.spool_dir)
+        prediction_spool.recover_journals(self.spool_dir)
         self._thread.start()
         _open_logs.append(self)
         return self
 
     def journal(self, batch: ScoredBatch) -> JournalSegment:
         """Write-ahead: the batch's rows on disk before its answer is sent; pass the result to :meth:`submit`."""
-        text = "".join(_json_line(row) for row in batch.rows())
-        with self._journal_lock:
-            try:
-                segment = self._segment
-                if segment is None or segment.sealed:
-                    segment = self._segment = JournalSegment(self.spool_dir)
-                segment.append(text)
-            except OSError as exc:
-                self._journal_problem = (
-                    f"the prediction log cannot write its journal in {self.spool_dir}: "
-                    f"{exc.strerror or exc.__class__.__name__}"
-                )
-                log.error("prediction log: %s; refusing requests until it can", self._journal_problem)
-                raise JournalUnavailable(self._journal_problem) from None
-            self._journal_problem = ""
-            if segment.size >= JOURNAL_SEGMENT_BYTES or time.monotonic() - segment.opened >= self.flush_seconds:
-                segment.sealed = True  # the next batch starts a new file, so this one can be deleted soon
-            return segment
+        return self._journal.append(batch.rows())
 
     def problem(self) -> str:
         """Why requests would be refused now ("" if none): the journal cannot be written, or the writer
         thread is gone. A failing journal is probed again (a small write) so the answer clears by itself."""
         if not self._thread.is_alive():
             return "the prediction log's writer thread is not running"
-        if self._journal_problem:
-            probe = self.spool_dir / f".probe-{os.getpid()}-{threading.get_ident()}"
-            try:
-                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    os.write(fd, b"\0" * PROBE_BYTES)
-                finally:
-                    os.close(fd)
-                self._journal_problem = ""
-            except OSError:
-                pass
-            finally:
-                probe.unlink(missing_ok=True)
-        return self._journal_problem
+        return self._journal.problem()
 
     def submit(self, batch: ScoredBatch, segment: JournalSegment | None = None) -> None:
         """Hand a scored batch to the writer (never blocks, never touches the database)."""
@@ -214,15 +123,7 @@ class PredictionLog:
 
     def _settle(self, segments: list[JournalSegment]) -> None:
         """These batches are in the database or the spool: delete journal segments nothing waits on."""
-        with self._journal_lock:
-            for segment in segments:
-                segment.outstanding -= 1
-            current = self._segment
-            if current is not None and current.outstanding == 0:
-                current.sealed = True
-            for segment in {*segments, *([current] if current else [])}:
-                if segment.sealed and segment.outstanding == 0 and not segment.closed:
-                    segment.discard()
+        self._journal.settle(segments)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write (or spool) everything submitted so far and stop the writer."""
@@ -267,9 +168,9 @@ class PredictionLog:
                     self._settle(segments)
                     pending, segments = [], []
                 if not pending and not stopping and now - self._last_replay >= self.flush_seconds:
-                    self._recover_journals()
+                    prediction_spool.recover_journals(self.spool_dir)
                     self._replay_spool()
-                    self._remove_stale_parts()
+                    prediction_spool.remove_stale_parts(self.spool_dir)
                 if self.writer_failures:
                     log.warning("prediction log: writing again after %d failed attempts", self.writer_failures)
                 self.writer_failures, self.writer_problem = 0, ""
@@ -342,54 +243,18 @@ class PredictionLog:
             self.written += len(chunk)
         # A failure after some chunks committed spools all rows: the replay skips those already stored.
 
-    def _recover_journals(self) -> None:
-        """Move the journals of dead processes (nobody holds their lock) into the spool, to be replayed."""
-        for path in self.spool_dir.glob(f"{JOURNAL_PREFIX}*.log"):
-            try:
-                with path.open("a", encoding="utf-8") as fh:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its process lives
-                    if path.stat().st_size:
-                        path.replace(self.spool_dir / f"predictions-recovered-{path.stem}{SPOOL_SUFFIX}")
-                        log.warning("prediction log: recovered the journal %s of a process that died", path.name)
-                    else:
-                        path.unlink()
-            except (BlockingIOError, FileNotFoundError):
-                continue
-
     def _spool(self, rows: list[dict[str, Any]]) -> None:
-        name = f"predictions-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
-        partial = self.spool_dir / (name + ".part")
-        try:
-            with partial.open("w", encoding="utf-8") as fh:
-                fh.writelines(_json_line(row) for row in rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-            partial.replace(self.spool_dir / name)
-        finally:
-            partial.unlink(missing_ok=True)  # a spool file that could not be completed leaves nothing
+        prediction_spool.spool(self.spool_dir, rows)
         self.spooled += len(rows)
-
-    def _remove_stale_parts(self) -> None:
-        """``.part`` files of processes that died while writing them (an unfinished spool file holds rows that
-        are still in that process's journal)."""
-        for path in self.spool_dir.glob(f"predictions-*{SPOOL_SUFFIX}.part"):
-            try:
-                pid = int(path.name.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not _process_alive(pid):
-                path.unlink(missing_ok=True)
 
     def _replay_spool(self) -> None:
         """Insert spooled files (oldest first) once the database answers; stop at the first failure."""
         self._last_replay = time.monotonic()
-        for path in sorted(self.spool_dir.glob(f"*{SPOOL_SUFFIX}")):
-            claimed = path.with_name(f"{path.name}{CLAIM_MARK}{os.getpid()}")
-            try:
-                path.rename(claimed)  # atomic: two workers never replay the same file
-            except FileNotFoundError:
+        for path in prediction_spool.waiting_files(self.spool_dir):
+            claimed = prediction_spool.claim(path)
+            if claimed is None:
                 continue
-            rows = _rows_of(claimed)
+            rows = prediction_spool.rows_of(claimed)
             try:
                 self._insert(rows)
             except Exception:
@@ -422,16 +287,7 @@ class PredictionLog:
                     "prediction log: the database refuses a row (%s); kept in %s", exc.__class__.__name__, rejected
                 )
         if refused:
-            with rejected.open("a", encoding="utf-8") as fh:
-                fh.writelines(_json_line(r) for r in refused)
-
-    def _release_stale_claims(self) -> None:
-        """Give back files claimed by processes that died mid-replay."""
-        for path in self.spool_dir.glob(f"*{SPOOL_SUFFIX}{CLAIM_MARK}*"):
-            pid = int(path.name.rsplit(CLAIM_MARK, 1)[1])
-            if not _process_alive(pid):
-                with contextlib.suppress(FileNotFoundError):
-                    path.rename(path.with_name(path.name.split(CLAIM_MARK, 1)[0]))
+            prediction_spool.keep_rejected(rejected, refused)
 
 
 _COLUMNS = (
@@ -463,40 +319,6 @@ def _bulk_insert_statement(engine: Engine) -> sa.TextClause:
             "WHERE true ON CONFLICT (request_id, record_index) DO NOTHING"
         )
     raise ValueError(f"the prediction log supports PostgreSQL and SQLite, not {engine.dialect.name}")
-
-
-def _rows_of(path: Path) -> list[dict[str, Any]]:
-    """A spool file's rows; a line that is not a whole row (a journal cut by a crash mid-write) is skipped."""
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line:
-            continue
-        try:
-            rows.append(_row_from_json(line))
-        except (ValueError, KeyError, TypeError):
-            log.error("prediction log: skipped a line of %s that is not a whole row", path.name)
-    return rows
-
-
-def _row_from_json(line: str) -> dict[str, Any]:
-    row = json.loads(line)
-    row["scored_at"] = datetime.fromisoformat(row["scored_at"])
-    return dict(row)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def spooled_files(spool_dir: Path) -> list[Path]:
-    """Spool files waiting for the database (claimed ones included)."""
-    return sorted(p for p in spool_dir.glob(f"*{SPOOL_SUFFIX}*") if not p.name.endswith((".part", REJECTED_SUFFIX)))
 
 
 def close_all(timeout: float = 30.0) -> None:

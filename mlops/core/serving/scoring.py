@@ -276,7 +276,7 @@ class CompiledScorer:
             if threads[0] != wanted:
                 booster.set_param({"nthread": wanted})
                 threads[0] = wanted
-            # The predictor caps OpenMP at one thread per worker (predictor_app.load_model); lift it for this call.
+            # The predictor caps OpenMP at one thread per worker (model_loading.load_model); lift it for this call.
             with threadpool_limits(limits=wanted, user_api="openmp") if wanted > 1 else nullcontext():
                 return booster.inplace_predict(
                     encoded, iteration_range=iteration_range, predict_type="value", missing=missing
