@@ -8,12 +8,14 @@ model fitted on 8,000 rows in deploy's payload layout, and the predictor under g
 2. load: 8 clients x 250 single-record requests on loopback; ``requests_sent`` must equal
    ``predictions_logged`` (rows in ``store.predictions``); latency percentiles under that load.
 3. drills: PostgreSQL stopped for 5 s under load (the predictor keeps answering, rows spool, then flush;
-   none lost); a gunicorn worker SIGKILLed under load (answered = logged, none lost or duplicated); 50 slow
-   clients trickling their bodies while normal clients send 1,000 requests (the share answered within 1 s);
-   no log holding the reload token the run used; MLflow unreachable (the predictor keeps serving and
-   reloads from its payload; deploy fails with an error naming the server); a truncated batch file and a
-   half-failing monitoring write (clear error, no partial rows). The retrain-killed and retrain-trigger
-   drills need the trained model and a Mage server: they run in ``tests/reliability`` only.
+   none lost); a gunicorn worker SIGKILLed under load (answered = logged, none lost or duplicated); MLflow
+   unreachable (the predictor keeps serving and reloads from its payload; deploy fails with an error naming
+   the server); a truncated batch file and a half-failing monitoring write (clear error, no partial rows).
+4. attacks (``benchmarks/soak_attacks.py``, issue #25): 1,000 slow connections of each kind (the share of
+   normal requests answered within 1 s); the gunicorn master of a supervised predictor SIGKILLed (seconds to
+   recover, answers lost); Mage's whole route table without a login (state-changing routes open: 0); a reload
+   storm and a full spool disk (``mlops.testing.fault_drills``); no log holding any secret the run used. The
+   retrain-killed and retrain-trigger drills need the trained model: they run in ``tests/reliability`` only.
 
 Writes ``benchmarks/results/reliability.json``. Set ``MLOPS_DATASET__SOURCE__PATH`` to the CSV.
 """
@@ -34,19 +36,19 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import write_result
+from benchmarks import soak_attacks, write_result
 from mlops.core import config, services
 from mlops.core.data import features, preparation
 from mlops.core.lifecycle import promotion
 from mlops.core.monitoring import drift_metrics, monitored_inputs, store
 from mlops.core.serving import prediction_log, predictor_server
 from mlops.core.training import tuning
+from mlops.testing import supervision_drill
 from mlops.testing.drills import (
     ThrowawayPostgres,
     fuzz,
     load,
     logged_rows,
-    slow_clients,
     wait_for_rows,
     worker_kill,
 )
@@ -206,18 +208,21 @@ def main() -> dict[str, Any]:
             "mlflow_down": mlflow_down(url, settings, records, token),
             "monitoring_batch": monitoring_drills(settings, frame),
             "worker_kill": worker_kill(url, proc.pid, settings.monitoring_db, records, threads=THREADS, per_thread=100),
-            "slow_clients": slow_clients(url, records, slow=50, threads=4, per_thread=250).summary(),
+            "slow_clients": soak_attacks.slow_clients(url, records[0]),
         }
+        supervised_env = {k: v for k, v in env.items() if k.startswith("MLOPS_")}
+        supervised_env["MLOPS_SERVING__SPOOL_DIR"] = str(folder / "supervised-spool")
+        drills["master_kill"] = soak_attacks.master_kill(folder, settings, supervised_env, payload, records)
+        drills["reload_storm"] = soak_attacks.reload_storm(url, token, proc.pid, records)
+        drills["spool_full"] = soak_attacks.spool_full(folder, settings, supervised_env, payload, pg, records)
+        drills["mage_routes"], mage_secrets = soak_attacks.mage_route_check(folder, pg)
     finally:
         proc.stop()
         pg.stop()
-    # the reload token was sent (mlflow_down reloads the predictor): no log of the run may hold it
-    logs = list(folder.rglob("*.log"))
-    drills["secrets_in_logs"] = {
-        "secrets_used": 1,
-        "logs_read": len(logs),
-        "occurrences": sum(path.read_text(errors="replace").count(token) for path in logs),
-    }
+    # the reload token was sent (mlflow_down reloads the predictor), the retrain token and the owner's password
+    # were given to Mage: no log of the run may hold any of them
+    used = {"MLOPS_SECRETS__RELOAD_TOKEN": token, **mage_secrets}
+    drills["secrets_in_logs"] = {"secrets_used": len(used), **supervision_drill.secrets_in_logs(folder, used)}
 
     result = {
         **fuzzed.summary(),
@@ -233,7 +238,8 @@ def main() -> dict[str, Any]:
     table = Table(title="reliability soak (predictor under gunicorn, 2 workers, loopback)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    outage = drills["postgres_stopped_under_load"]
+    outage, worker = drills["postgres_stopped_under_load"], drills["worker_kill"]
+    slow, master, routes = drills["slow_clients"], drills["master_kill"], drills["mage_routes"]
     for label, value in (
         ("fuzz cases / 5xx", f"{fuzzed.cases:,} / {len(fuzzed.server_errors)}"),
         ("requests sent / predictions logged", f"{loaded.requests_sent:,} / {logged:,}"),
@@ -243,11 +249,24 @@ def main() -> dict[str, Any]:
         ("PG outage: lost rows", str(outage["lost"])),
         ("MLflow down: predictor serves", str(drills["mlflow_down"]["predict_status_after_reload"] == 200)),
         ("monitoring: partial rows", str(drills["monitoring_batch"]["partial_rows_written"])),
-        ("worker killed: answered / logged / lost / duplicated", "{answered} / {logged} / {lost} / {duplicated}"),
-        ("50 slow clients: share answered in 1 s / p99 ms", "{answered_share} / {p99_ms}"),
+        (
+            "worker killed: answered / logged / lost / duplicated",
+            f"{worker['answered']} / {worker['logged']} / {worker['lost']} / {worker['duplicated']}",
+        ),
+        ("1,000 slow clients per kind: worst share in 1 s / p99 ms", f"{slow['answered_share']} / {slow['p99_ms']}"),
+        ("gunicorn master killed: recovered s / lost", f"{master['recovered_seconds']} / {master['lost']}"),
+        (
+            "reload storm: throughput share / lost",
+            f"{drills['reload_storm']['throughput_share']} / {drills['reload_storm']['lost']}",
+        ),
+        (
+            "spool disk full: answered / logged / lost / refused / recovered",
+            "{answered} / {logged} / {lost} / {refused} / {recovered_without_restart}".format(**drills["spool_full"]),
+        ),
+        ("Mage routes checked / open state-changing", f"{routes['routes_checked']} / {routes['open_state_changing']}"),
         ("secrets in logs", str(drills["secrets_in_logs"]["occurrences"])),
     ):
-        table.add_row(label, value.format(**drills["worker_kill"], **drills["slow_clients"]))
+        table.add_row(label, value)
     console.print(table)
     write_result("reliability", result)
     if os.environ.get("SOAK_KEEP") != "1":  # SOAK_KEEP=1 keeps the folder (predictor log, spool) to inspect

@@ -288,6 +288,7 @@ def spool_full(
         time.sleep(0.2)
     outcome["ready_again_seconds"] = round(time.monotonic() - back, 2)
     after = timed_load(url, records, seconds, threads)
+    outcome["after_recovery"] = {"statuses": dict(after.statuses)}
     answered = full.answered + down.answered * batch + after.answered
     ids = full.request_ids + down.request_ids + after.request_ids
     logged = wait_logged(database, ids, answered, settle_seconds)
