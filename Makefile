@@ -20,7 +20,10 @@ endif
 .PHONY: setup demo test test-fast test-stack chromium nginx stack-images compose-env image-requirements lint typecheck bench soak screenshots clean
 EXPORT := $(UV) export --quiet --frozen --no-dev --no-hashes --no-emit-project --no-annotate
 
-setup: $(STAMP) nginx  ## build .venv from uv.lock, and nginx for the predictor (a second run does nothing)
+# nginx as a file target (where it is, or where Debian installs it), so a second `make setup` does nothing
+NGINX_BIN := $(or $(shell command -v nginx 2>/dev/null),/usr/sbin/nginx)
+
+setup: $(STAMP) $(NGINX_BIN)  ## build .venv from uv.lock, and nginx for the predictor (a second run does nothing)
 
 $(STAMP): pyproject.toml uv.lock tools/compose-lint/package-lock.json
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -50,7 +53,9 @@ chromium:  ## Debian's Chromium, which Playwright drives headless (it cannot dow
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q --no-install-recommends chromium; } \
 	  || { echo "install Debian's chromium (apt-get install chromium): the browser checks drive it" >&2; exit 2; }
 
-nginx:  ## Debian's nginx, the buffering proxy the predictor starts in front of gunicorn (serving.proxy: nginx)
+nginx: $(NGINX_BIN)  ## Debian's nginx, the buffering proxy the predictor starts in front of gunicorn (serving.proxy: nginx)
+
+$(NGINX_BIN):
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
 	  || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q --no-install-recommends nginx-light; } \
 	  || { echo "install Debian's nginx (apt-get install nginx-light), or set serving.proxy: none behind a proxy of your own" >&2; exit 2; }

@@ -109,16 +109,29 @@ def served_version(settings: Settings) -> str | None:
         return None
 
 
+# During a reload the old workers answer beside the new ones until the arbiter stops them: one answer with the
+# new version says a new worker serves it, not that every worker does. The version must hold this many answers
+# in a row, over at least this long, before deploy says it is served.
+CONFIRMATIONS, CONFIRM_SECONDS = 6, 1.5
+
+
 def wait_for_version(settings: Settings, version: str | None, timeout: float = 120.0) -> None:
-    """Poll ``/model`` until the predictor serves ``version`` (None: until it answers /health)."""
+    """Poll ``/model`` until every answer says the predictor serves ``version`` (None: until it answers
+    /health)."""
     deadline = time.monotonic() + timeout
     seen: str | None = None
+    streak, since = 0, 0.0
     while time.monotonic() < deadline:
         if version is None and predictor_answers(settings):
             return
         seen = served_version(settings)
         if version is not None and seen == version:
-            return
+            streak, since = streak + 1, since if streak else time.monotonic()
+            if streak >= CONFIRMATIONS and time.monotonic() - since >= CONFIRM_SECONDS:
+                return
+            time.sleep(0.3)
+            continue
+        streak = 0
         time.sleep(0.5)
     raise services.ServiceError(
         f"the predictor at {settings.serving.url} serves version {seen}, not {version}, after {timeout:.0f} s"
