@@ -222,6 +222,15 @@ def duplicated_rows(url: str, request_ids: list[str]) -> int:
         eng.dispose()
 
 
+def worker_pids(arbiter_pid: int) -> set[int]:
+    """The gunicorn workers of an arbiter (forked: same executable; not the nginx it may run)."""
+    try:
+        arbiter = psutil.Process(arbiter_pid)
+        return {child.pid for child in arbiter.children() if child.exe() == arbiter.exe()}
+    except psutil.Error:
+        return set()
+
+
 def worker_kill(
     url: str, arbiter_pid: int, database: str, records: list[dict[str, Any]], **load_args: Any
 ) -> dict[str, Any]:
@@ -231,10 +240,9 @@ def worker_kill(
 
     def kill_one() -> None:
         time.sleep(0.5)
-        arbiter = psutil.Process(arbiter_pid)  # a gunicorn worker, never the nginx the arbiter also started
-        worker = next(child for child in arbiter.children() if child.exe() == arbiter.exe())
-        killed.append(worker.pid)
-        os.kill(worker.pid, signal.SIGKILL)
+        worker = min(worker_pids(arbiter_pid))  # a gunicorn worker, never the nginx the arbiter also started
+        killed.append(worker)
+        os.kill(worker, signal.SIGKILL)
 
     result = load(url, records, during=kill_one, **load_args)
     answered = result.records_sent

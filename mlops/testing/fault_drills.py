@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import requests
 
-from mlops.testing.drills import ThrowawayPostgres, logged_rows
+from mlops.testing.drills import ThrowawayPostgres, logged_rows, worker_pids
 
 # ---- a time-bounded load -----------------------------------------------------------------------------------
 
@@ -107,15 +107,6 @@ def timed_load(
         worker.join()
     result.seconds = time.monotonic() - began
     return result
-
-
-def worker_pids(arbiter_pid: int) -> set[int]:
-    """The gunicorn workers of an arbiter (forked: same executable; not the nginx it may run)."""
-    try:
-        arbiter = psutil.Process(arbiter_pid)
-        return {child.pid for child in arbiter.children() if child.exe() == arbiter.exe()}
-    except psutil.Error:
-        return set()
 
 
 def wait_logged(database: str, request_ids: list[str], expected: int, timeout: float) -> int:
